@@ -1,0 +1,95 @@
+"""Time, injected: a protocol, the real monotonic clock and a fake for tests.
+
+Timing, retries, back-off, LED on-time limits and the watchdog all take a
+:class:`Clock`, so tests drive time explicitly and never sleep.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Monotonic time in nanoseconds, sleeping, and one-shot timers."""
+
+    def monotonic_ns(self) -> int: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer: ...
+
+
+class MonotonicClock:
+    """The real clock: ``time.monotonic_ns`` (the clock libcamera stamps frames with)."""
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
+        timer = threading.Timer(max(0.0, seconds), callback)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+
+class _FakeTimer:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeClock:
+    """A clock that only moves when told to; timers fire as time passes them.
+
+    ``sleep`` advances time, so code under test that sleeps runs instantly and
+    deterministically.
+    """
+
+    def __init__(self, start_ns: int = 1_000_000_000) -> None:
+        self._now = start_ns
+        self._timers: list[tuple[int, int, _FakeTimer, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+
+    def monotonic_ns(self) -> int:
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
+        timer = _FakeTimer()
+        due = self._now + max(0, round(seconds * 1e9))
+        with self._lock:
+            heapq.heappush(self._timers, (due, next(self._order), timer, callback))
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        self.advance_to(self._now + max(0, round(seconds * 1e9)))
+
+    def advance_to(self, when_ns: int) -> None:
+        """Move time forward to ``when_ns``, firing due timers in order."""
+        while True:
+            with self._lock:
+                if not self._timers or self._timers[0][0] > when_ns:
+                    break
+                due, _, timer, callback = heapq.heappop(self._timers)
+            self._now = max(self._now, due)
+            if not timer.cancelled:
+                callback()
+        self._now = max(self._now, when_ns)

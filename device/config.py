@@ -1,0 +1,363 @@
+"""The scanner's configuration: TOML read once, at the edge, into frozen dataclasses.
+
+Every key is declared once, below, with its type, default and valid range; the
+loader checks them all and turns the first mistake into a :class:`ConfigError`
+that names the key, the value it found and what would be valid. Nothing else in
+the package reads TOML or the environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import ipaddress
+import re
+import tomllib
+import types
+import typing
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.errors import ConfigError
+
+DEVICE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+BCM_PINS = range(2, 28)  # the BCM GPIO numbers on the 40-pin header of a Pi 4 and Pi 5
+
+
+def _key(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    length: tuple[int, int] | None = None,
+) -> Any:
+    """A config key: its default (none means required), doc and valid range."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "length": length}
+    if default is dataclasses.MISSING:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    id: str = _key(doc="the scanner's id, as registered with the cloud")
+    key_file: Path = _key(doc="the device's Ed25519 private key (PKCS#8 PEM, mode 0600)")
+    allow_swap: bool = _key(False, doc="run even though swap is on")
+
+    def __post_init__(self) -> None:
+        if not DEVICE_ID_RE.fullmatch(self.id):
+            raise ConfigError(
+                f"[device] id = {self.id!r} is not valid: use 1 to 64 characters "
+                "of letters, digits, '.', '_' and '-'"
+            )
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    endpoint: str = _key(doc="base URL of the ingest service, https:// (http:// only for loopback)")
+    recipient_public_key: str = _key(doc="base64 of the cloud's raw 32-byte X25519 public key")
+    ca_bundle: Path | None = _key(None, doc="PEM file of a private CA to trust instead of the system's")
+    pin_sha256: str | None = _key(None, doc="hex SHA-256 of the server certificate (DER) to pin")
+
+    def __post_init__(self) -> None:
+        _check_endpoint(self.endpoint)
+        try:
+            raw = base64.b64decode(self.recipient_public_key, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(
+                f"[cloud] recipient_public_key = {self.recipient_public_key!r} is not valid: "
+                f"it must be standard base64 of exactly 32 bytes (got {len(raw)} bytes)"
+            )
+        if self.pin_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.pin_sha256):
+            raise ConfigError(
+                f"[cloud] pin_sha256 = {self.pin_sha256!r} is not valid: "
+                "use 64 lowercase hex characters (SHA-256 of the certificate's DER bytes)"
+            )
+
+    @property
+    def recipient_public_bytes(self) -> bytes:
+        return base64.b64decode(self.recipient_public_key)
+
+
+def _check_endpoint(url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+        return
+    raise ConfigError(
+        f"[cloud] endpoint = {url!r} is not valid: use an https:// URL "
+        "(plain http:// is accepted only for a loopback host such as 127.0.0.1)"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    tuning_file: str = _key("imx219_noir.json", doc="libcamera tuning file: a name or a path")
+    main_size: tuple[int, int] = _key(
+        (640, 480), doc="capture stream [width, height]", lo=64, hi=4096, length=(2, 2)
+    )
+    lores_size: tuple[int, int] = _key(
+        (320, 240), doc="presence stream [width, height]", lo=32, hi=2048, length=(2, 2)
+    )
+    frame_rate: float = _key(60.0, doc="frames per second", lo=1, hi=200)
+    exposure_min_us: int = _key(100, doc="shortest exposure", lo=10, hi=1_000_000)
+    exposure_max_us: int = _key(8000, doc="longest exposure", lo=10, hi=1_000_000)
+    gain_min: float = _key(1.0, doc="lowest analogue gain", lo=1.0, hi=16.0)
+    gain_max: float = _key(8.0, doc="highest analogue gain", lo=1.0, hi=16.0)
+    buffer_count: int = _key(4, doc="camera buffers (few, so no stale frame waits)", lo=2, hi=8)
+
+    def __post_init__(self) -> None:
+        if self.exposure_min_us > self.exposure_max_us:
+            raise ConfigError(
+                f"[camera] exposure_min_us = {self.exposure_min_us} is above "
+                f"exposure_max_us = {self.exposure_max_us}: the minimum must not exceed the maximum"
+            )
+        period_us = 1e6 / self.frame_rate
+        if self.exposure_max_us > period_us:
+            raise ConfigError(
+                f"[camera] exposure_max_us = {self.exposure_max_us} does not fit in one frame "
+                f"at frame_rate = {self.frame_rate:g}: use at most {int(period_us)}"
+            )
+        if self.gain_min > self.gain_max:
+            raise ConfigError(f"[camera] gain_min = {self.gain_min:g} is above gain_max = {self.gain_max:g}")
+        lw, lh = self.lores_size
+        mw, mh = self.main_size
+        if lw > mw or lh > mh:
+            raise ConfigError(
+                f"[camera] lores_size = {list(self.lores_size)} is larger than "
+                f"main_size = {list(self.main_size)}: the presence stream must be the smaller"
+            )
+
+
+@dataclass(frozen=True)
+class LedsConfig:
+    sector_pins: tuple[int, ...] = _key(
+        (17, 27, 22, 23), doc="one BCM pin per ring sector", lo=2, hi=27, length=(3, 8)
+    )
+    pwm_frequency_hz: float = _key(
+        2000.0, doc="PWM frequency for dimming; 0 switches on/off only", lo=0, hi=20000
+    )
+    idle_level: float = _key(0.15, doc="ring brightness while watching for a hand", lo=0, hi=1)
+    max_on_s: float = _key(2.0, doc="longest the ring may stay lit at once", lo=0.05, hi=10)
+    active_high: bool = _key(True, doc="a high pin lights the LEDs")
+    pin_factory: str = _key("auto", doc="GPIO library", choices=("auto", "lgpio", "rpigpio"))
+
+    def __post_init__(self) -> None:
+        _check_pins("[leds] sector_pins", self.sector_pins)
+        if 0 < self.pwm_frequency_hz < 50:
+            raise ConfigError(
+                f"[leds] pwm_frequency_hz = {self.pwm_frequency_hz:g} is not valid: "
+                "use 0 (no dimming) or 50 to 20000"
+            )
+
+
+@dataclass(frozen=True)
+class IndicatorConfig:
+    green_pin: int = _key(5, doc="BCM pin of the green (accepted) light", lo=2, hi=27)
+    amber_pin: int = _key(6, doc="BCM pin of the amber (guidance) light", lo=2, hi=27)
+    red_pin: int = _key(13, doc="BCM pin of the red (refused, fault) light", lo=2, hi=27)
+    active_high: bool = _key(True, doc="a high pin lights the light")
+
+    def __post_init__(self) -> None:
+        _check_pins("[indicator] pins", (self.green_pin, self.amber_pin, self.red_pin))
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Optics of the simulated scanner (ignored on real hardware)."""
+
+    focal_px: float = _key(380.0, doc="focal length in pixels of main_size", lo=50, hi=5000)
+    ring_radius_mm: float = _key(30.0, doc="LED ring radius around the lens", lo=5, hi=80)
+    ring_offset_deg: float = _key(45.0, doc="angle of sector 0 from +x (right)", lo=-360, hi=360)
+    focus_distance_mm: float = _key(125.0, doc="distance in sharpest focus", lo=30, hi=500)
+    aperture_mm: float = _key(1.5, doc="lens aperture diameter (depth of field)", lo=0.1, hi=10)
+    card_distance_mm: float = _key(125.0, doc="grey-card distance for calibration", lo=30, hi=500)
+    rolling_shutter: bool = _key(True, doc="rows exposed one after another")
+
+
+@dataclass(frozen=True)
+class Config:
+    device: DeviceConfig
+    cloud: CloudConfig
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    leds: LedsConfig = field(default_factory=LedsConfig)
+    indicator: IndicatorConfig = field(default_factory=IndicatorConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        shared = set(self.leds.sector_pins) & {
+            self.indicator.green_pin,
+            self.indicator.amber_pin,
+            self.indicator.red_pin,
+        }
+        if shared:
+            raise ConfigError(
+                f"BCM pin {sorted(shared)[0]} is used by both [leds] sector_pins and "
+                "[indicator]: each pin drives one thing"
+            )
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "device": DeviceConfig,
+    "cloud": CloudConfig,
+    "camera": CameraConfig,
+    "leds": LedsConfig,
+    "indicator": IndicatorConfig,
+    "sim": SimConfig,
+}
+
+
+def _check_pins(name: str, pins: tuple[int, ...]) -> None:
+    seen: set[int] = set()
+    for pin in pins:
+        if pin in seen:
+            raise ConfigError(f"{name} uses BCM pin {pin} twice: each pin drives one thing")
+        seen.add(pin)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a config file; every mistake raises :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    return parse_config(data, base_dir=path.parent, source=path)
+
+
+def parse_config(
+    data: Mapping[str, Any], *, base_dir: Path | None = None, source: Path | None = None
+) -> Config:
+    """Build a :class:`Config` from parsed TOML (relative paths resolve against base_dir)."""
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown section [{unknown[0]}]: valid sections are " + ", ".join(f"[{s}]" for s in SECTIONS)
+        )
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        table = data.get(name)
+        if table is None:
+            if name in ("device", "cloud"):
+                raise ConfigError(f"section [{name}] is missing: it is required")
+            table = {}
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[{name}] must be a table (a [{name}] section), not a value")
+        sections[name] = _build_section(name, cls, table, base_dir)
+    return Config(**sections, source=source)
+
+
+def _build_section(section: str, cls: type[Any], table: Mapping[str, Any], base_dir: Path | None) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"[{section}] {unknown[0]} is not a known key: valid keys are " + ", ".join(fields))
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        label = f"[{section}] {name}"
+        if name not in table:
+            if f.default is dataclasses.MISSING:
+                raise ConfigError(f"{label} is missing: {f.metadata['doc']}")
+            continue
+        values[name] = _convert(label, table[name], hints[name], f.metadata, base_dir)
+    return cls(**values)
+
+
+def _describe(tp: Any) -> str:
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        Path: "a file path",
+    }
+    return names.get(tp, str(tp))
+
+
+def _convert(label: str, value: Any, tp: Any, meta: Mapping[str, Any], base_dir: Path | None) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = next(a for a in typing.get_args(tp) if a is not type(None))
+        if value == "":
+            return None
+        return _convert(label, value, inner, meta, base_dir)
+    if origin is tuple:
+        elem = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{label} = {value!r} is not valid: expected a list of {_describe(elem)}s")
+        lo_n, hi_n = meta["length"]
+        if not lo_n <= len(value) <= hi_n:
+            want = f"exactly {lo_n}" if lo_n == hi_n else f"{lo_n} to {hi_n}"
+            raise ConfigError(f"{label} = {value!r} is not valid: expected {want} entries")
+        return tuple(_convert(label, v, elem, meta, base_dir) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{label} = {value!r} is not valid: expected true or false")
+        return value
+    if tp in (int, float):
+        ok = isinstance(value, int) if tp is int else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok:
+            raise ConfigError(f"{label} = {value!r} is not valid: expected {_describe(tp)}")
+        lo, hi = meta["lo"], meta["hi"]
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"{label} = {value!r} is out of range: valid is {lo:g} to {hi:g}")
+        return tp(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{label} = {value!r} is not valid: expected a string")
+        choices = meta["choices"]
+        if choices and value not in choices:
+            raise ConfigError(f"{label} = {value!r} is not valid: choose one of " + ", ".join(choices))
+        return value
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{label} = {value!r} is not valid: expected a file path")
+        path = Path(value)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        if label.endswith("ca_bundle") and not path.is_file():
+            raise ConfigError(f"{label} = {value!r}: no such file {str(path)!r}")
+        return path
+    raise TypeError(f"unsupported config type {tp!r}")  # a bug in this module, not user input
+
+
+def defaults_for_simulation(
+    *, device_id: str = "sim-scanner", recipient_public_key: bytes | None = None
+) -> Config:
+    """A config for the simulated scanner when the user gives none."""
+    key = recipient_public_key if recipient_public_key is not None else bytes(32)
+    return Config(
+        device=DeviceConfig(id=device_id, key_file=Path("/nonexistent/sim-key.pem")),
+        cloud=CloudConfig(
+            endpoint="http://127.0.0.1:8080",
+            recipient_public_key=base64.b64encode(key).decode("ascii"),
+        ),
+    )

@@ -1,0 +1,57 @@
+"""The exception tree of the scanner.
+
+Every error the scanner raises on purpose derives from :class:`ScannerError`
+and from the built-in exception it most resembles, so callers may catch
+either::
+
+    ScannerError(Exception)
+    ├── ConfigError(ScannerError, ValueError)      a config file is wrong: exit 78
+    ├── UsageError(ScannerError, ValueError)       the command line asks the impossible: exit 2
+    ├── OutputError(ScannerError, OSError)         a file asked for cannot be written: exit 73
+    └── HardwareError(ScannerError, RuntimeError)  a device misbehaves
+        ├── CameraError                            frames do not arrive or make no sense
+        └── LedError                               the ring or indicator cannot be driven
+
+Foreign errors (picamera2, gpiozero, OS) are translated at the boundary with
+``raise ... from``. Messages never carry pixels or key material.
+"""
+
+from __future__ import annotations
+
+EX_CONFIG = 78  # sysexits.h: configuration error
+
+
+class ScannerError(Exception):
+    """Root of every error the scanner raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(ScannerError, ValueError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+    exit_code = EX_CONFIG
+
+
+class HardwareError(ScannerError, RuntimeError):
+    """A hardware role (camera, LED ring, indicator) cannot do what was asked."""
+
+
+class CameraError(HardwareError):
+    """The camera cannot be opened, or delivers no usable frame."""
+
+
+class LedError(HardwareError):
+    """The LED ring or the status indicator cannot be driven."""
+
+
+class UsageError(ScannerError, ValueError):
+    """The command line asks for something that cannot be done (exit 2, like argparse)."""
+
+    exit_code = 2
+
+
+class OutputError(ScannerError, OSError):
+    """A file a person asked for cannot be written (exit 73, EX_CANTCREAT)."""
+
+    exit_code = 73

@@ -1,0 +1,115 @@
+"""Geometry of the simulated scanner: pinhole camera, LED ring, sensor constants.
+
+Camera frame: x right, y down, z toward the scene, millimetres, lens centre at
+the origin. LED sector k sits on a ring of ``ring_radius_mm`` around the lens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import numpy as np
+
+from device.config import CameraConfig, SimConfig
+
+#: radiant intensity of one sector on its axis (arbitrary radiometric units)
+LED_INTENSITY = 10_000.0
+#: LED beam: intensity falls as cos(angle)^m (m = 1: a 120-degree Lambertian emitter)
+LED_BEAM_EXPONENT = 1.0
+#: radiance -> digital number per (microsecond x gain); fixed so that skin (albedo
+#: 0.5) at the nominal 125 mm under the full ring reads about 120 DN at 3 ms and gain 2
+DN_PER_RADIANCE_US_GAIN = 0.058
+#: sensor: electrons at full scale (255 DN) for gain 1, read noise, residual black level
+FULL_WELL_E = 3000.0
+READ_NOISE_E = 2.5
+BLACK_LEVEL_DN = 2.0
+#: photo-response non-uniformity (per-pixel gain spread) and hot-pixel share
+PRNU = 0.008
+HOT_PIXEL_FRACTION = 2e-5
+
+
+@dataclass(frozen=True)
+class Optics:
+    width: int
+    height: int
+    focal_px: float
+    ring_radius_mm: float
+    ring_offset_deg: float
+    n_sectors: int
+    focus_distance_mm: float
+    aperture_mm: float
+    card_distance_mm: float
+    line_time_ns: int  # 0 for a global shutter
+    frame_period_ns: int
+
+    @classmethod
+    def from_config(cls, camera: CameraConfig, sim: SimConfig, n_sectors: int) -> Optics:
+        w, h = camera.main_size
+        period = round(1e9 / camera.frame_rate)
+        # A rolling shutter reads the rows out over most of the frame period.
+        line = int(period * 0.8 / h) if sim.rolling_shutter else 0
+        return cls(
+            width=w,
+            height=h,
+            focal_px=sim.focal_px,
+            ring_radius_mm=sim.ring_radius_mm,
+            ring_offset_deg=sim.ring_offset_deg,
+            n_sectors=n_sectors,
+            focus_distance_mm=sim.focus_distance_mm,
+            aperture_mm=sim.aperture_mm,
+            card_distance_mm=sim.card_distance_mm,
+            line_time_ns=line,
+            frame_period_ns=period,
+        )
+
+    def scaled(self, width: int, height: int) -> Optics:
+        """The same lens seen by a smaller stream (the lores presence stream)."""
+        s = width / self.width
+        return replace(
+            self,
+            width=width,
+            height=height,
+            focal_px=self.focal_px * s,
+            line_time_ns=int(self.line_time_ns * self.height / height),
+        )
+
+    @property
+    def cx(self) -> float:
+        return (self.width - 1) / 2.0
+
+    @property
+    def cy(self) -> float:
+        return (self.height - 1) / 2.0
+
+    def led_positions(self) -> np.ndarray:
+        """(n_sectors, 3) positions of the sector centres, mm."""
+        ang = np.deg2rad(self.ring_offset_deg) + 2 * np.pi * np.arange(self.n_sectors) / self.n_sectors
+        r = self.ring_radius_mm
+        # y is down in the image, so a counter-clockwise ring (seen from the scene) runs -y.
+        return np.stack([r * np.cos(ang), -r * np.sin(ang), np.zeros_like(ang)], axis=1)
+
+    @cached_property
+    def rays(self) -> np.ndarray:
+        """(H, W, 3) float32 ray directions with z = 1."""
+        xs = (np.arange(self.width, dtype=np.float32) - self.cx) / self.focal_px
+        ys = (np.arange(self.height, dtype=np.float32) - self.cy) / self.focal_px
+        rx, ry = np.meshgrid(xs, ys)
+        return np.stack([rx, ry, np.ones_like(rx)], axis=-1).astype(np.float32)
+
+    @cached_property
+    def vignetting(self) -> np.ndarray:
+        """Relative illumination: natural cos^4 fall-off, half corrected by the ISP."""
+        r2 = self.rays[..., 0] ** 2 + self.rays[..., 1] ** 2
+        cos2 = 1.0 / (1.0 + r2)
+        return np.asarray(cos2, dtype=np.float32)  # (cos^4)^0.5
+
+    def mm_per_px(self, distance_mm: float) -> float:
+        return distance_mm / self.focal_px
+
+    def blur_sigma_px(self, distance_mm: float) -> float:
+        """Defocus: circle of confusion of a thin lens, as a Gaussian sigma in pixels."""
+        zf = self.focus_distance_mm
+        coc = self.aperture_mm * self.focal_px * abs(distance_mm - zf) / (distance_mm * zf)
+        return float(math.hypot(coc / 2.4, 0.5))  # 0.5 px: the lens is never perfect

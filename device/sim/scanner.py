@@ -1,0 +1,86 @@
+"""A whole simulated scanner: the real ring and indicator drivers on mock pins, and the sim camera.
+
+This is the one place the simulated parts are wired together, the way the
+daemon's entry point wires the real ones.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from device.clock import Clock
+from device.config import Config
+from device.hardware.indicator import GpioIndicator
+from device.hardware.ring import GpioLedRing
+from device.sim.camera import SimCamera, SimFaults, Wiring
+from device.sim.optics import Optics
+from device.sim.pins import SimPinFactory
+from device.sim.scene import SceneSource
+
+
+class SimulatedScanner:
+    """Camera, LED ring and indicator of a simulated scanner, sharing one clock."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        scenes: SceneSource,
+        clock: Clock,
+        faults: SimFaults | None = None,
+        wiring: Wiring | None = None,
+        serial: int = 0,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.pin_factory = SimPinFactory(clock=clock)
+        leds = config.leds
+        self.optics = Optics.from_config(config.camera, config.sim, len(leds.sector_pins))
+        self.faults = faults if faults is not None else SimFaults()
+        self.ring = GpioLedRing(
+            pins=leds.sector_pins,
+            pin_factory=self.pin_factory,
+            clock=clock,
+            max_on_s=leds.max_on_s,
+            pwm_frequency_hz=leds.pwm_frequency_hz,
+            active_high=leds.active_high,
+        )
+        ind = config.indicator
+        try:
+            self.indicator = GpioIndicator(
+                pins={"green": ind.green_pin, "amber": ind.amber_pin, "red": ind.red_pin},
+                pin_factory=self.pin_factory,
+                clock=clock,
+                active_high=ind.active_high,
+            )
+        except BaseException:
+            self.ring.close()
+            raise
+        self.camera = SimCamera(
+            config=config.camera,
+            optics=self.optics,
+            scenes=scenes,
+            timeline=self.pin_factory.timeline,
+            wiring=wiring or Wiring(leds.sector_pins, leds.active_high),
+            clock=clock,
+            faults=self.faults,
+            serial=serial,
+        )
+
+    def close(self) -> None:
+        try:
+            self.ring.close()
+        finally:
+            try:
+                self.indicator.close()
+            finally:
+                self.camera.close()
+
+    def __enter__(self) -> SimulatedScanner:
+        self.camera.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
