@@ -21,8 +21,10 @@ LED_BEAM_EXPONENT = 1.0
 #: radiance -> digital number per (microsecond x gain); fixed so that skin (albedo
 #: 0.5) at the nominal 125 mm under the full ring reads about 120 DN at 3 ms and gain 2
 DN_PER_RADIANCE_US_GAIN = 0.058
-#: sensor: electrons at full scale (255 DN) for gain 1, read noise, residual black level
-FULL_WELL_E = 3000.0
+#: sensor: electrons at full scale (255 DN) for gain 1, read noise, residual black level.
+#: Per output pixel: the ISP bins and scales about six 1.12 um sensor pixels (a few
+#: thousand electrons each) into every pixel of a 640 x 480 stream.
+FULL_WELL_E = 20000.0
 READ_NOISE_E = 2.5
 BLACK_LEVEL_DN = 2.0
 #: photo-response non-uniformity (per-pixel gain spread) and hot-pixel share

@@ -151,10 +151,11 @@ def make_scene(
     """
     if kind not in SCENE_KINDS:
         raise ValueError(f"unknown scene {kind!r}: valid are " + ", ".join(SCENE_KINDS))
-    rng = np.random.default_rng([seed, SCENE_KINDS.index(kind)])
-    cond, ambient, background = _ambient(rng, condition)
+    # Separate streams, so that changing the light or the motion keeps the same object and pose.
+    rng = np.random.default_rng([seed, SCENE_KINDS.index(kind), 0])
+    cond, ambient, background = _ambient(np.random.default_rng([seed, 1]), condition)
+    mot = _motion(np.random.default_rng([seed, 2]), motion)
     pose = _held_pose(rng, z=distance_mm)
-    mot = _motion(rng, motion)
     sub = int(rng.integers(2**31))
     objects: tuple[Placed, ...]
     if kind == "empty":

@@ -395,8 +395,9 @@ def screen(seed: int) -> Surface:
     shown = cv2.warpAffine(tone, m, (w, h), flags=cv2.INTER_LINEAR) * active
     leak = float(rng.uniform(0.003, 0.015))  # backlight NIR leak: under 3 % of lit skin
     emission = (shown * leak).astype(np.float32)
-    glass = float(rng.uniform(0.02, 0.045))
-    albedo = np.where(active > 0, glass, 0.05).astype(np.float32)
+    # A display's black matrix and anti-reflection coating return 1-3 % of NIR, diffusely.
+    glass = float(rng.uniform(0.01, 0.03))
+    albedo = np.where(active > 0, glass, 0.04).astype(np.float32)
     height = np.zeros_like(tone)
     return Surface(
         kind="screen",
