@@ -206,6 +206,8 @@ class SimCamera:
         noise = rng.standard_normal(electrons.shape, dtype=np.float32)
         electrons += noise * np.sqrt(np.maximum(electrons, 0) + op.READ_NOISE_E**2)
         dn = electrons * (gain / e_per_dn) + op.BLACK_LEVEL_DN
+        # The ISP's spatial denoise (on by default in the Pi's tuning files) smooths the grain.
+        dn = cv2.GaussianBlur(dn, (0, 0), op.ISP_DENOISE_PX, borderType=cv2.BORDER_REFLECT)
         return np.clip(np.rint(dn), 0, 255).astype(np.uint8)
 
 

@@ -29,6 +29,8 @@ READ_NOISE_E = 2.5
 BLACK_LEVEL_DN = 2.0
 #: photo-response non-uniformity (per-pixel gain spread) and hot-pixel share
 PRNU = 0.008
+#: the ISP's spatial denoise, as a Gaussian sigma in pixels
+ISP_DENOISE_PX = 0.7
 HOT_PIXEL_FRACTION = 2e-5
 
 
@@ -114,4 +116,4 @@ class Optics:
         """Defocus: circle of confusion of a thin lens, as a Gaussian sigma in pixels."""
         zf = self.focus_distance_mm
         coc = self.aperture_mm * self.focal_px * abs(distance_mm - zf) / (distance_mm * zf)
-        return float(math.hypot(coc / 2.4, 0.5))  # 0.5 px: the lens is never perfect
+        return float(math.hypot(coc / 2.4, 0.7))  # the lens and the ISP's scaling are never perfect

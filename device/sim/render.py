@@ -19,6 +19,9 @@ from device.sim.optics import LED_BEAM_EXPONENT, LED_INTENSITY, Optics
 from device.sim.scene import Placed, Scene
 from device.sim.surfaces import MM_PER_PX, Surface
 
+#: the sharpest the lens and the ISP's scaling get, as a Gaussian sigma in pixels
+LENS_BLUR_PX = 0.7
+
 
 @dataclass(frozen=True, eq=False)
 class Geometry:
@@ -189,7 +192,7 @@ def optical_blur(
     dist = geom.distance_mm if math.isfinite(geom.distance_mm) else 1000.0
     zf = optics.focus_distance_mm + focus_shift_mm
     coc = optics.aperture_mm * optics.focal_px * abs(dist - zf) / (dist * zf)
-    sigma = math.hypot(coc / 2.4, 0.5)
+    sigma = math.hypot(coc / 2.4, LENS_BLUR_PX)
     out = cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
     vx, vy = geom.velocity_px_s
     length = math.hypot(vx, vy) * exposure_s

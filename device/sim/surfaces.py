@@ -113,7 +113,7 @@ class HandShape:
             openness=float(rng.uniform(0.9, 1.0)) if openness is None else openness,
             left=bool(rng.random() < 0.5),
             albedo=float(rng.uniform(0.42, 0.58)),
-            vein_depth=float(rng.uniform(0.12, 0.22)),
+            vein_depth=float(rng.uniform(0.09, 0.18)),
             vein_sigma_mm=float(rng.uniform(1.1, 1.8)),
             crease_depth=float(rng.uniform(0.08, 0.16)),
         )
@@ -297,12 +297,12 @@ def hand(
         albedo = _blur_mm(albedo, float(rng.uniform(1.5, 2.5)))
         kind = "fake_hand"
     else:
-        albedo = shape.albedo * _skin_texture(rng, mask.shape, 0.03, 0.04)
+        albedo = shape.albedo * _skin_texture(rng, mask.shape, 0.02, 0.04)
         if veins:
             vmap = _blur_mm(_veins(rng, shape, mask.shape), shape.vein_sigma_mm)
             albedo *= 1 - shape.vein_depth * vmap
-        # Light scatters about a millimetre in the dermis before it leaves the skin.
-        albedo = _blur_mm(albedo, 0.35)
+        # 940 nm light scatters a millimetre or more in the dermis before it leaves the skin.
+        albedo = _blur_mm(albedo, 0.8)
         albedo *= 1 - shape.crease_depth * _blur_mm(creases, 0.3)
         kind = "hand"
     height = height - 0.4 * _blur_mm(creases, 0.4)  # creases are grooves
