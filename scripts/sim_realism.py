@@ -42,9 +42,8 @@ def main() -> int:
         f"palm square measures: {len(real)} real ({args.real.name}), {len(sim)} simulated "
         f"(seeds {args.seed}..{args.seed + args.samples - 1})"
     )
-    print(
-        f"{'measure':14s} {'real min':>9s} {'median':>9s} {'max':>9s} | {'sim p10':>9s} {'median':>9s} {'p90':>9s}"
-    )
+    heads = ("real min", "median", "max", "| sim p10", "median", "p90")
+    print(f"{'measure':14s} " + " ".join(f"{h:>9s}" for h in heads))
     for name in ("mean", "std", "vein_contrast", "sharpness"):
         r = [getattr(m, name) for m in real]
         s = [getattr(m, name) for m in sim]
