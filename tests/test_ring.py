@@ -169,3 +169,18 @@ def test_ring_goes_dark_when_the_process_is_terminated() -> None:
     out, _ = proc.communicate(timeout=20)
     assert out.strip() == "final [0.0, 0.0, 0.0, 0.0]"
     assert proc.returncode == 0
+
+
+@pytest.mark.hardware
+def test_real_gpio_ring_lights_each_pattern_and_goes_dark() -> None:
+    from device.clock import MonotonicClock
+    from device.hardware.gpio import real_pin_factory
+
+    factory = real_pin_factory("auto")
+    with GpioLedRing(
+        pins=PINS, pin_factory=factory, clock=MonotonicClock(), max_on_s=1.0, pwm_frequency_hz=2000.0
+    ) as r:
+        for name in patterns.all_patterns(4):
+            r.show(name)
+            assert r.levels == patterns.levels(name, 4)
+    factory.close()

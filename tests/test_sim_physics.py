@@ -284,3 +284,35 @@ def test_timeline_integrates_levels_over_each_window() -> None:
     ends = np.array([1000, 3000, 4000, 6000, 7000])
     assert t.mean_levels(17, starts, ends) == pytest.approx([0.0, 1.0, 0.75, 0.25, 0.0])
     assert t.mean_levels(99, starts, ends) == pytest.approx([0.0] * 5)
+
+
+def test_a_scenario_is_a_timed_sequence_of_presentations(config: Config) -> None:
+    from device.sim.scene import Scenario, shoppers
+
+    events = shoppers(5, 3, kinds=("genuine", "screen", "genuine"))
+    assert [e.scene.kind for e in events] == ["genuine", "screen", "genuine"]
+    assert events[0].start_s == 1.0 and events[1].start_s > events[0].end_s
+    clock = FakeClock()
+    scenario = Scenario(events, start_ns=clock.monotonic_ns())
+    assert scenario(clock.monotonic_ns())[0].kind == "empty"  # type: ignore[union-attr]
+    with SimulatedScanner(config=config, scenes=scenario, clock=clock) as s:
+        s.camera.set_manual(exposure_us=3000, gain=2.0)
+
+        def flood_mean_at(t_s: float) -> float:
+            clock.advance_to(scenario.start_ns + int(t_s * 1e9))
+            frame = s.camera.capture(not_before_ns=s.ring.show("flood"))
+            s.ring.off()
+            return float(frame.pixels.mean())
+
+        first = events[0]
+        before = flood_mean_at(0.5)
+        arriving = flood_mean_at(first.start_s + 0.05)
+        hovering = flood_mean_at(first.start_s + 1.0)
+        gone = flood_mean_at(first.end_s + 0.1)
+    assert hovering > before + 20 and hovering > gone + 20
+    assert arriving < hovering  # still far away, coming closer
+    scene, t = scenario(scenario.start_ns + int((first.start_s + 1.0) * 1e9))
+    assert scene is first.scene and t == pytest.approx(1.0)
+    # The same seed, the same shoppers.
+    again = shoppers(5, 3, kinds=("genuine", "screen", "genuine"))
+    assert [(e.start_s, e.dwell_s) for e in again] == [(e.start_s, e.dwell_s) for e in events]

@@ -143,6 +143,7 @@ def make_scene(
     condition: str | None = None,
     distance_mm: float | None = None,
     motion: str = "hover",
+    leave_after_s: float | None = None,
 ) -> Scene:
     """A scene of ``kind`` (see SCENE_KINDS) drawn from ``seed``.
 
@@ -154,7 +155,7 @@ def make_scene(
     # Separate streams, so that changing the light or the motion keeps the same object and pose.
     rng = np.random.default_rng([seed, SCENE_KINDS.index(kind), 0])
     cond, ambient, background = _ambient(np.random.default_rng([seed, 1]), condition)
-    mot = _motion(np.random.default_rng([seed, 2]), motion)
+    mot = replace(_motion(np.random.default_rng([seed, 2]), motion), leave_at_s=leave_after_s)
     pose = _held_pose(rng, z=distance_mm)
     sub = int(rng.integers(2**31))
     objects: tuple[Placed, ...]
@@ -216,3 +217,80 @@ SceneSource = Callable[[int], tuple[Scene | None, float]]
 def fixed(scene: Scene | None, start_ns: int = 0) -> SceneSource:
     """A scene that is always there (time counted from ``start_ns``)."""
     return lambda t_ns: (scene, (t_ns - start_ns) / 1e9)
+
+
+@dataclass(frozen=True, eq=False)
+class Event:
+    """One presentation: the scene arrives at ``start_s``, stays ``dwell_s``, then leaves."""
+
+    start_s: float
+    dwell_s: float
+    scene: Scene
+
+    LEAVING_S = 0.6  # the object is out of view this long after it starts to leave
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.dwell_s + self.LEAVING_S
+
+
+class Scenario:
+    """A timed sequence of presentations: a SceneSource for the simulated camera.
+
+    Between presentations the camera sees the empty scene under the light of the
+    next (or, after the last, the previous) presentation.
+    """
+
+    def __init__(self, events: list[Event], *, start_ns: int) -> None:
+        self.events = sorted(events, key=lambda e: e.start_s)
+        self.start_ns = start_ns
+
+    def __call__(self, t_ns: int) -> tuple[Scene | None, float]:
+        t = (t_ns - self.start_ns) / 1e9
+        lit_by: Scene | None = None
+        for event in self.events:
+            if t < event.start_s:
+                lit_by = lit_by or event.scene
+                break
+            if t < event.end_s:
+                return event.scene, t - event.start_s
+            lit_by = event.scene
+        if lit_by is None:
+            return None, t
+        empty = Scene(
+            kind="empty",
+            seed=lit_by.seed,
+            objects=(),
+            ambient=lit_by.ambient,
+            background=lit_by.background,
+            condition=lit_by.condition,
+        )
+        return empty, t
+
+    @property
+    def duration_s(self) -> float:
+        return max((e.end_s for e in self.events), default=0.0)
+
+
+def shoppers(
+    seed: int,
+    count: int,
+    *,
+    attack_share: float = 0.25,
+    kinds: tuple[str, ...] | None = None,
+    first_at_s: float = 1.0,
+) -> list[Event]:
+    """``count`` presentations: mostly shoppers' palms, some attacks, with gaps between."""
+    rng = np.random.default_rng([seed, 77])
+    events = []
+    t = first_at_s
+    for i in range(count):
+        if kinds is not None:
+            kind = kinds[i % len(kinds)]
+        else:
+            kind = BONA_FIDE if rng.random() >= attack_share else str(rng.choice(ATTACKS))
+        dwell = float(rng.uniform(2.0, 4.0))
+        scene = make_scene(kind, seed * 100_003 + i, motion="approach", leave_after_s=dwell)
+        events.append(Event(start_s=t, dwell_s=dwell, scene=scene))
+        t += dwell + Event.LEAVING_S + float(rng.uniform(0.8, 2.5))
+    return events
