@@ -75,6 +75,103 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from device.protocol.keys import b64, kid, load_device_key, raw_public, write_private_key
+
+    if args.action == "init":
+        key = Ed25519PrivateKey.generate()
+        write_private_key(Path(args.out), key)
+        pub = b64(raw_public(key))
+        print(f"wrote device key {args.out} (Ed25519, PKCS#8 PEM, mode 0600)")
+        print(f"public key: {pub}")
+        print(f"register it with the cloud as: {args.device_id}={pub}")
+        print(f"(reference ingest: palm ingest ... --device {args.device_id}={pub})")
+        return 0
+    if args.action == "show":
+        pub = b64(raw_public(load_device_key(Path(args.path))))
+        print(f"public key: {pub}")
+        return 0
+    key_x = X25519PrivateKey.generate()
+    out = Path(args.out)
+    write_private_key(out, key_x)
+    raw = raw_public(key_x)
+    pub_path = out.with_name(out.name + ".pub")
+    try:
+        pub_path.write_text(b64(raw) + "\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write {str(pub_path)!r}: {exc.strerror}") from None
+    print(f"wrote recipient private key {out} (X25519, PKCS#8 PEM, mode 0600): for palm ingest only")
+    print(f"wrote recipient public key {pub_path} (kid {kid(raw)})")
+    print(f'for the scanner config, [cloud]: recipient_public_key = "{b64(raw)}"')
+    return 0
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    from device.sendtest import send_test
+
+    capture, d = send_test(load_config(args.config))
+    line = f"{d.outcome}: capture {capture.capture_id} to {load_config(args.config).cloud.endpoint}"
+    if d.status is not None:
+        line += f", HTTP {d.status}"
+    if d.error:
+        line += f", {d.error}" + (f" ({d.detail})" if d.detail else "")
+    line += f", {d.attempts} attempt{'s' if d.attempts != 1 else ''} in {d.elapsed_ms:.0f} ms"
+    print(line)
+    return 0 if d.status in (200, 201) else 1
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import signal
+    import ssl
+    import threading
+
+    from device.ingest.server import Faults, Ingest, IngestServer
+    from device.protocol.keys import device_public_from_b64, kid, load_recipient_key, raw_public
+
+    recipients = [load_recipient_key(Path(p)) for p in args.recipient_key]
+    devices = {}
+    for spec in args.device:
+        device_id, eq, pub = spec.partition("=")
+        if not eq or not device_id:
+            raise UsageError(f"--device {spec!r} is not ID=PUBKEY")
+        devices[device_id] = device_public_from_b64(pub)
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise UsageError("--tls-cert and --tls-key go together")
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot load the TLS certificate and key: {exc}") from None
+    faults = Faults(
+        busy_first=args.busy_first,
+        retry_after_s=args.retry_after,
+        slow_first=args.slow_first,
+        slow_s=args.slow_s,
+    )
+    ingest = Ingest(recipients=recipients, devices=devices, faults=faults)
+    try:
+        server = IngestServer(ingest, host=args.host, port=args.port, tls=tls, log_stream=sys.stdout)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with server:
+        kids = ", ".join(kid(raw_public(k)) for k in recipients)
+        print(
+            f"palm ingest (development only) on {server.url}/v1/captures: {len(devices)} device(s), "
+            f"recipient kid {kids}",
+            flush=True,
+        )
+        stop.wait()
+    return 0
+
+
 def _not_yet(name: str, issue: int) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         print(f"palm {name}: not available in this version yet (planned in issue #{issue})", file=sys.stderr)
@@ -122,13 +219,92 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--config", metavar="FILE", help="take camera, ring and optics from this config")
     sim.set_defaults(handler=cmd_sim)
 
+    keys = sub.add_parser(
+        "keys",
+        help="create and show the device key and a development recipient key",
+        description="Keys are PKCS#8 PEM files, created with mode 0600 and never overwritten.",
+    )
+    ksub = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
+    k_init = ksub.add_parser(
+        "init",
+        help="create this scanner's Ed25519 device key",
+        description="Create the device's Ed25519 signing key and print its public key "
+        "and the line to register it with the cloud.",
+    )
+    k_init.add_argument(
+        "--out", required=True, metavar="PATH", help="where to write the key (must not exist)"
+    )
+    k_init.add_argument(
+        "--device-id", default="DEVICE-ID", help="the device id to print in the register line"
+    )
+    k_show = ksub.add_parser("show", help="print the public half of a device key")
+    k_show.add_argument("path", metavar="PATH")
+    k_rec = ksub.add_parser(
+        "recipient",
+        help="create an X25519 recipient key pair for a development cloud",
+        description="Write the private half (for palm ingest) to PATH and the public half "
+        "(base64, for the scanner config) to PATH.pub.",
+    )
+    k_rec.add_argument("--out", required=True, metavar="PATH")
+    keys.set_defaults(handler=cmd_keys)
+
+    st = sub.add_parser(
+        "send-test",
+        help="seal a synthetic capture and send it to the configured cloud",
+        description="The installer's check: seals a synthetic capture from the simulator "
+        "(marked as a test) with this scanner's keys and sends it to the configured endpoint. "
+        "Prints the outcome in one line; exits 0 only on HTTP 201 or 200.",
+    )
+    st.add_argument("--config", required=True, metavar="FILE")
+    st.set_defaults(handler=cmd_send_test)
+
+    ing = sub.add_parser(
+        "ingest",
+        help="the reference ingest service, for development and tests",
+        description="For development and tests only, not for production: serves POST "
+        "/v1/captures as protocol v1's receiver order of checks says, keeps nothing on disk and "
+        "prints one JSON line per request (capture id, device, roles, frame sizes, status; "
+        "never pixels). Stops on Ctrl-C or SIGTERM.",
+    )
+    ing.add_argument("--host", default="127.0.0.1")
+    ing.add_argument("--port", type=int, default=8080)
+    ing.add_argument(
+        "--recipient-key",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="X25519 private key (PKCS#8 PEM); repeatable",
+    )
+    ing.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="ID=PUBKEY",
+        help="a registered device and its base64 Ed25519 public key; repeatable",
+    )
+    ing.add_argument(
+        "--busy-first",
+        type=int,
+        default=0,
+        metavar="K",
+        help="answer 503 busy with Retry-After to the first K requests",
+    )
+    ing.add_argument(
+        "--retry-after", type=int, default=1, metavar="S", help="Retry-After seconds (default 1)"
+    )
+    ing.add_argument(
+        "--slow-first", type=int, default=0, metavar="K", help="be slow for the first K requests"
+    )
+    ing.add_argument("--slow-s", type=float, default=2.0, metavar="S", help="how slow (default 2 s)")
+    ing.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    ing.add_argument("--tls-key", metavar="PEM", help="and this private key")
+    ing.set_defaults(handler=cmd_ingest)
+
     skeleton = [
         ("run", 5, "serve shoppers: the scanner daemon (--simulate: on the simulated scanner)"),
-        ("keys", 3, "create and show the device key and a development recipient key"),
         ("check", 4, "judge image files or bursts: quality, liveness, reasons"),
         ("eval", 4, "measure BPCER and APCER on fresh simulated scenes"),
         ("calibrate", 6, "calibrate the scanner with a grey card and targets"),
-        ("ingest", 3, "the reference ingest service, for development and tests"),
     ]
     for name, issue, text in skeleton:
         p = sub.add_parser(

@@ -8,6 +8,9 @@ either::
     ├── ConfigError(ScannerError, ValueError)      a config file is wrong: exit 78
     ├── UsageError(ScannerError, ValueError)       the command line asks the impossible: exit 2
     ├── OutputError(ScannerError, OSError)         a file asked for cannot be written: exit 73
+    ├── KeyFileError(ScannerError, ValueError)     a key file is unusable: exit 78
+    ├── ProtocolError(ScannerError, ValueError)    bytes that break protocol v1 (code, status)
+    ├── UplinkError(ScannerError, RuntimeError)    a capture could not be delivered
     └── HardwareError(ScannerError, RuntimeError)  a device misbehaves
         ├── CameraError                            frames do not arrive or make no sense
         └── LedError                               the ring or indicator cannot be driven
@@ -55,3 +58,27 @@ class OutputError(ScannerError, OSError):
     """A file a person asked for cannot be written (exit 73, EX_CANTCREAT)."""
 
     exit_code = 73
+
+
+class KeyFileError(ScannerError, ValueError):
+    """A key file is missing, readable by others, malformed or of the wrong kind (exit 78)."""
+
+    exit_code = EX_CONFIG
+
+
+class ProtocolError(ScannerError, ValueError):
+    """Bytes that do not follow capture upload protocol v1.
+
+    ``code`` is the protocol's error word (``malformed``, ``stale``, ...) and
+    ``status`` the HTTP status an ingest answers with.
+    """
+
+    def __init__(self, code: str, detail: str, status: int = 400) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+class UplinkError(ScannerError, RuntimeError):
+    """A sealed capture could not be delivered."""

@@ -17,7 +17,7 @@ for mod in pkgutil.walk_packages(device.__path__, "device."):
     if mod.name != "device.__main__":
         importlib.import_module(mod.name)
 codes = {"sim": main(["sim", "--scene", "genuine", "--seed", "2", "--out", sys.argv[1]])}
-for name in ["sim", "run", "keys", "check", "eval", "calibrate", "ingest"]:
+for name in ["sim", "run", "keys", "send-test", "check", "eval", "calibrate", "ingest"]:
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             main([name, "--help"])
@@ -39,5 +39,5 @@ def test_whole_package_and_simulated_subcommands_import_no_pi_library(tmp_path: 
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["loaded"] == []
     assert set(result["codes"].values()) == {0}
-    assert len(result["codes"]) == 8
+    assert len(result["codes"]) == 9
     assert (tmp_path / "f.png").stat().st_size > 1000

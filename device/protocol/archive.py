@@ -1,0 +1,159 @@
+"""The plaintext P: a POSIX ustar archive in memory, manifest.json then one PNG per frame.
+
+The scanner builds it from cropped frames; the receiver validates it (plain
+names, at most 16 members, 8-bit greyscale PNGs within 4096 x 4096, roles as
+in the envelope) without ever decoding an image whose header promises too much.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import struct
+import tarfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from device.errors import ProtocolError
+from device.protocol import MAX_MEMBERS, MAX_SIDE
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MEMBER_NAME = re.compile(r"(manifest\.json|(ambient|flood|sector-[0-9])\.png)")
+MANIFEST_FIELDS = {"role", "width", "height", "roi", "exposure_us", "gain", "leds", "timestamp_ns"}
+PNG_LEVEL = 1  # fast: sealing happens while the shopper waits
+
+
+@dataclass(frozen=True, eq=False)
+class CaptureFrame:
+    """A frame handed to the sealer: the palm crop and how it was taken."""
+
+    role: str
+    pixels: np.ndarray  # uint8, 2-D, the crop
+    roi: tuple[int, int, int, int]  # x, y, w, h in sensor pixels
+    exposure_us: int
+    gain: float
+    leds: str
+    timestamp_ns: int
+
+    def __repr__(self) -> str:  # never the pixels
+        return f"CaptureFrame({self.role}, {self.pixels.shape[1]}x{self.pixels.shape[0]}, roi={self.roi})"
+
+
+def _member(tar: tarfile.TarFile, name: str, data: memoryview | bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o444
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def build_archive(frames: Sequence[CaptureFrame]) -> bytearray:
+    """P as a bytearray (so that it can be zeroed once sealed); PNGs are encoded in memory."""
+    manifest = {
+        "frames": [
+            {
+                "role": f.role,
+                "width": int(f.pixels.shape[1]),
+                "height": int(f.pixels.shape[0]),
+                "roi": [int(v) for v in f.roi],
+                "exposure_us": int(f.exposure_us),
+                "gain": float(f.gain),
+                "leds": f.leds,
+                "timestamp_ns": int(f.timestamp_ns),
+            }
+            for f in frames
+        ]
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        _member(tar, "manifest.json", json.dumps(manifest, separators=(",", ":")).encode())
+        for f in frames:
+            ok, png = cv2.imencode(".png", f.pixels, [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL])
+            if not ok:
+                raise ProtocolError("malformed", f"frame {f.role} cannot be encoded as PNG")
+            _member(tar, f"{f.role}.png", png.data)
+            png.fill(0)
+    buf = bytearray(out.getbuffer())
+    out.getbuffer()[:] = b"\0" * len(buf)  # the BytesIO copy goes too
+    return buf
+
+
+def _png_header(data: bytes) -> tuple[int, int, int, int]:
+    """Width, height, bit depth and colour type from the IHDR chunk, checked before decoding."""
+    if len(data) < 33 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        raise ValueError("not a PNG")
+    (length,) = struct.unpack(">I", data[8:12])
+    if length != 13 or zlib.crc32(data[12:29]) != struct.unpack(">I", data[29:33])[0]:
+        raise ValueError("damaged PNG header")
+    w, h, depth, colour = struct.unpack(">IIBB", data[16:26])
+    return w, h, depth, colour
+
+
+@dataclass(frozen=True)
+class ArchiveSummary:
+    roles: list[str]
+    sizes: list[tuple[int, int]]
+
+
+def validate_archive(plaintext: bytes, roles: list[str]) -> ArchiveSummary:
+    """Receiver step 6: raise ProtocolError('malformed') on anything outside the protocol."""
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(plaintext), mode="r:")  # noqa: SIM115 - in memory
+        members = []
+        for m in tar:
+            members.append(m)
+            if len(members) > MAX_MEMBERS:
+                raise ProtocolError("malformed", f"archive has more than {MAX_MEMBERS} members")
+    except tarfile.TarError as exc:
+        raise ProtocolError("malformed", f"plaintext is not a ustar archive: {exc}") from None
+    if not members or members[0].name != "manifest.json":
+        raise ProtocolError("malformed", "the archive's first member is not manifest.json")
+    for m in members:
+        if not m.isreg() or not MEMBER_NAME.fullmatch(m.name):
+            raise ProtocolError("malformed", f"archive member {m.name[:60]!r} is not a plain regular file")
+    if len({m.name for m in members}) != len(members):
+        raise ProtocolError("malformed", "archive has a member twice")
+
+    def read(m: tarfile.TarInfo) -> bytes:
+        f = tar.extractfile(m)
+        assert f is not None
+        return f.read()
+
+    try:
+        manifest: Any = json.loads(read(members[0]))
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("malformed", "manifest.json is not JSON") from None
+    entries = manifest.get("frames") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ProtocolError("malformed", "manifest.json has no list of frames")
+    if [e.get("role") for e in entries] != roles:
+        raise ProtocolError("malformed", "manifest roles differ from the envelope's content.frames")
+    if [m.name for m in members[1:]] != [f"{r}.png" for r in roles]:
+        raise ProtocolError("malformed", "archive members do not follow the manifest's roles")
+    sizes = []
+    for entry, member in zip(entries, members[1:], strict=True):
+        if set(entry) != MANIFEST_FIELDS:
+            raise ProtocolError("malformed", f"manifest entry for {entry['role']} has fields {sorted(entry)}")
+        data = read(member)
+        try:
+            w, h, depth, colour = _png_header(data)
+        except ValueError as exc:
+            raise ProtocolError("malformed", f"{member.name}: {exc}") from None
+        if depth != 8 or colour != 0:
+            raise ProtocolError("malformed", f"{member.name} is not 8-bit greyscale")
+        if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+            raise ProtocolError("malformed", f"{member.name} is {w}x{h}: at most {MAX_SIDE}x{MAX_SIDE}")
+        if (entry["width"], entry["height"]) != (w, h):
+            raise ProtocolError("malformed", f"{member.name} is {w}x{h}, the manifest says otherwise")
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None or img.dtype != np.uint8 or img.shape != (h, w):
+            raise ProtocolError("malformed", f"{member.name} does not decode to {w}x{h} greyscale")
+        img.fill(0)
+        sizes.append((w, h))
+    return ArchiveSummary(roles=roles, sizes=sizes)

@@ -1,0 +1,220 @@
+"""The receiver's checks of envelope, archive and multipart body, one rule at a time."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import tarfile
+import zlib
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from device.errors import ProtocolError
+from device.protocol import archive as arch
+from device.protocol import multipart
+from device.protocol.envelope import parse_envelope
+from tests.helpers import frames, new_keys
+
+NOW = 1795000000.0
+
+
+def envelope(**change: Any) -> bytes:
+    keys = new_keys()
+    c = keys.sealer(wall_clock=lambda: NOW).seal(
+        frames(2), checks={"quality": {"score": 0.5}}, calibration=None
+    )
+    obj = json.loads(c.envelope)
+    for k, v in change.items():
+        if v is ...:
+            del obj[k]
+        else:
+            obj[k] = v
+    return json.dumps(obj).encode()
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"v": 2}, "v is 2"),
+        ({"v": True}, "v is True"),
+        ({"v": "1"}, "v is '1'"),
+        ({"suite": "X25519-SHA256-CHACHA20"}, "suite"),
+        ({"capture_id": "0193F0A4-6C1E-7B3A-9F0E-2D4C5B6A7E81"}, "capture_id"),
+        ({"capture_id": "0193f0a4-6c1e-1b3a-9f0e-2d4c5b6a7e81"}, "capture_id"),
+        ({"created_at": "2026-11-18T11:06:40Z"}, "created_at is not RFC 3339"),
+        ({"created_at": "2026-13-18T11:06:40.000Z"}, "not a real date"),
+        ({"created_at": "2026-11-18T11:01:39.000Z"}, r"stale: created_at is \+301 s"),
+        ({"created_at": "2026-11-18T11:11:41.000Z"}, r"stale: created_at is -301 s"),
+        ({"recipient": "ABC"}, "recipient"),
+        ({"content": {"type": "application/zip", "frames": ["flood"]}}, "content"),
+        ({"content": {"type": "application/x-tar", "frames": ["ambient"]}}, "including flood"),
+        ({"content": {"type": "application/x-tar", "frames": ["flood", "flood"]}}, "distinct"),
+        ({"content": {"type": "application/x-tar", "frames": ["flood", "../x"]}}, "frame roles"),
+        ({"checks": {"img": [[1]]}}, "lists hold"),
+        ({"calibration": 7}, "calibration"),
+        ({"extra": 1}, r"unknown \['extra'\]"),
+        ({"firmware": ...}, r"missing \['firmware'\]"),
+    ],
+)
+def test_envelope_rules(change: dict[str, Any], match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        parse_envelope(envelope(**change), now_unix=NOW)
+
+
+def test_envelope_within_the_window_passes() -> None:
+    assert parse_envelope(envelope(created_at="2026-11-18T11:01:41.000Z"), now_unix=NOW)["v"] == 1
+    with pytest.raises(ProtocolError, match="not UTF-8 JSON"):
+        parse_envelope(b"\xff{", now_unix=NOW)
+    with pytest.raises(ProtocolError, match="not a JSON object"):
+        parse_envelope(b"[1]", now_unix=NOW)
+
+
+def png(img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", img)
+    assert ok
+    return buf.tobytes()
+
+
+def tar_of(members: list[tuple[str, bytes]], *, kind: bytes = tarfile.REGTYPE) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.type = kind if name != "manifest.json" else tarfile.REGTYPE
+            if kind == tarfile.SYMTYPE and name != "manifest.json":
+                info.linkname = "/etc/passwd"
+                info.size = 0
+                data = b""
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def manifest(roles: list[str], w: int = 8, h: int = 8) -> bytes:
+    return json.dumps(
+        {
+            "frames": [
+                {
+                    "role": r,
+                    "width": w,
+                    "height": h,
+                    "roi": [0, 0, w, h],
+                    "exposure_us": 1,
+                    "gain": 1.0,
+                    "leds": "all",
+                    "timestamp_ns": 0,
+                }
+                for r in roles
+            ]
+        }
+    ).encode()
+
+
+GREY = png(np.zeros((8, 8), np.uint8))
+
+
+def bomb_png(w: int, h: int) -> bytes:
+    """A PNG header promising w x h pixels, with almost no data behind it."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    idat = zlib.compress(b"\0" * 1000)
+    return (
+        arch.PNG_SIGNATURE
+        + chunk
+        + struct.pack(">I", len(idat))
+        + b"IDAT"
+        + idat
+        + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
+        + b"\0\0\0\0IEND\xaeB`\x82"
+    )
+
+
+@pytest.mark.parametrize(
+    ("members", "roles", "match"),
+    [
+        ([("manifest.json", manifest(["flood"])), ("flood.png", GREY)], ["flood"], None),
+        ([("flood.png", GREY), ("manifest.json", manifest(["flood"]))], ["flood"], "first member"),
+        ([("manifest.json", manifest(["flood"])), ("../flood.png", GREY)], ["flood"], "plain regular file"),
+        ([("manifest.json", manifest(["flood"])), ("d/flood.png", GREY)], ["flood"], "plain regular file"),
+        ([("manifest.json", manifest(["flood"])), ("/flood.png", GREY)], ["flood"], "plain regular file"),
+        ([("manifest.json", manifest(["flood"])), ("flood.png", GREY)], ["flood", "ambient"], "roles differ"),
+        ([("manifest.json", manifest(["flood"])), ("ambient.png", GREY)], ["flood"], "follow the manifest"),
+        ([("manifest.json", manifest(["flood"])), ("flood.png", b"not a png")], ["flood"], "not a PNG"),
+        (
+            [("manifest.json", manifest(["flood"])), ("flood.png", png(np.zeros((8, 8, 3), np.uint8)))],
+            ["flood"],
+            "8-bit greyscale",
+        ),
+        (
+            [("manifest.json", manifest(["flood"])), ("flood.png", png(np.zeros((8, 8), np.uint16)))],
+            ["flood"],
+            "8-bit greyscale",
+        ),
+        (
+            [("manifest.json", manifest(["flood"], 5000, 5000)), ("flood.png", bomb_png(5000, 5000))],
+            ["flood"],
+            "at most 4096x4096",
+        ),
+        (
+            [("manifest.json", manifest(["flood"], 9, 8)), ("flood.png", GREY)],
+            ["flood"],
+            "manifest says otherwise",
+        ),
+        ([("manifest.json", b"{nope")], [], "not JSON"),
+        ([("manifest.json", manifest(["flood"]))] + [("flood.png", GREY)] * 16, ["flood"], "more than 16"),
+        (
+            [("manifest.json", manifest(["flood"])), ("flood.png", GREY), ("flood.png", GREY)],
+            ["flood"],
+            "twice",
+        ),
+    ],
+)
+def test_archive_rules(members: list[tuple[str, bytes]], roles: list[str], match: str | None) -> None:
+    data = tar_of(members)
+    if match is None:
+        assert arch.validate_archive(data, roles).sizes == [(8, 8)]
+    else:
+        with pytest.raises(ProtocolError, match=match):
+            arch.validate_archive(data, roles)
+
+
+def test_archive_refuses_links_and_non_tar() -> None:
+    data = tar_of([("manifest.json", manifest(["flood"])), ("flood.png", GREY)], kind=tarfile.SYMTYPE)
+    with pytest.raises(ProtocolError, match="plain regular file"):
+        arch.validate_archive(data, ["flood"])
+    with pytest.raises(ProtocolError, match="not a ustar archive"):
+        arch.validate_archive(b"\x1f\x8b" + b"\0" * 600, ["flood"])
+
+
+def test_multipart_round_trip_and_strictness() -> None:
+    body, ctype = multipart.encode(b'{"v":1}', b"\x00\xffsealed")
+    assert ctype.startswith("multipart/form-data; boundary=palm-")
+    assert multipart.decode(body, ctype) == (b'{"v":1}', b"\x00\xffsealed")
+    boundary = ctype.split("=", 1)[1]
+    text = body.decode("latin-1")
+    assert text.startswith(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="envelope"\r\n'
+        "Content-Type: application/json\r\n\r\n"
+    )
+    assert text.endswith(f"--{boundary}--\r\n")
+    swapped = body.replace(b'name="envelope"', b'name="tmp"').replace(b'name="sealed"', b'name="envelope"')
+    bad = {
+        "three parts": body.replace(
+            f"--{boundary}--".encode(), f"--{boundary}\r\nX: y\r\n\r\nz\r\n--{boundary}--".encode()
+        ),
+        "order": swapped,
+        "content type": body.replace(b"Content-Type: application/json", b"Content-Type: text/plain"),
+        "start": b"junk" + body,
+        "end": body[:-10],
+    }
+    for what, data in bad.items():
+        with pytest.raises(ProtocolError, match="malformed"):
+            multipart.decode(data, ctype)
+        assert what
+    with pytest.raises(ProtocolError, match="multipart/form-data with a boundary"):
+        multipart.decode(body, "application/json")
+    assert multipart.decode(body, f'multipart/form-data; boundary="{boundary}"')[1] == b"\x00\xffsealed"
