@@ -70,7 +70,7 @@ def test_refusals_name_the_problem(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_text("hello")
     junk.chmod(0o600)
-    with pytest.raises(KeyFileError, match="not a PEM private key.*PKCS#8"):
+    with pytest.raises(KeyFileError, match=r"not a PEM private key.*PKCS#8"):
         load_device_key(junk)
     ecdsa = tmp_path / "ec.pem"
     ecdsa.write_bytes(
@@ -79,7 +79,7 @@ def test_refusals_name_the_problem(tmp_path: Path) -> None:
         )
     )
     ecdsa.chmod(0o600)
-    with pytest.raises(KeyFileError, match="holds a EllipticCurvePrivateKey|holds a"):
+    with pytest.raises(KeyFileError, match=r"holds a \w*EllipticCurve"):
         load_device_key(ecdsa)
     enc = tmp_path / "enc.pem"
     enc.write_bytes(

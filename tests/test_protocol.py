@@ -82,7 +82,8 @@ def png(img: np.ndarray) -> bytes:
 def tar_of(members: list[tuple[str, bytes]], *, kind: bytes = tarfile.REGTYPE) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
+        for name, content in members:
+            data = content
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.type = kind if name != "manifest.json" else tarfile.REGTYPE
