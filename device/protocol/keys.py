@@ -84,7 +84,8 @@ def _load_private(path: Path, what: str) -> PrivateKey:
     except Exception:  # cryptography's UnsupportedAlgorithm and friends
         raise KeyFileError(f"{what} {str(path)!r} holds a key of an unsupported kind") from None
     if not isinstance(key, Ed25519PrivateKey | X25519PrivateKey):
-        raise KeyFileError(f"{what} {str(path)!r} holds a {type(key).__name__.removeprefix('_')}")
+        kind = type(key).__name__.removeprefix("_").removesuffix("PrivateKey")
+        raise KeyFileError(f"{what} {str(path)!r} holds an {kind} key: expected Ed25519 or X25519")
     return key
 
 
