@@ -127,7 +127,7 @@ class Ingest:
         plaintext = open_sealed(envelope, sealed, recipient)
         # 6. the archive
         summary = validate_archive(plaintext, env["content"]["frames"])
-        log["sizes"] = summary.sizes
+        log["sizes"] = [list(s) for s in summary.sizes]
         # 7. accepted
         result = self._result(device_id, env)
         with self._lock:
@@ -161,7 +161,10 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if length > MAX_BODY:
+            # Drain what a client sends before it reads the answer, up to a bound, so that it
+            # sees 413 rather than a reset connection.
             self.close_connection = True
+            self._drain(min(length, 2 * MAX_BODY))
             self._answer(
                 Answer(
                     413,
@@ -191,6 +194,16 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(faults.slow_s)
         headers = {k.lower(): v for k, v in self.headers.items()}
         self._answer(self.server.ingest.handle(headers, body), started)
+
+    def _drain(self, n: int) -> None:
+        try:
+            while n > 0:
+                chunk = self.rfile.read(min(n, 65536))
+                if not chunk:
+                    return
+                n -= len(chunk)
+        except OSError:
+            return
 
     def do_GET(self) -> None:
         self._answer(Answer(405, {"error": "method", "detail": "only POST /v1/captures"}), time.monotonic())

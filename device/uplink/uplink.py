@@ -24,7 +24,7 @@ import requests
 from device.clock import Clock
 from device.config import is_loopback
 from device.errors import UplinkError
-from device.protocol import multipart
+from device.protocol import MAX_BODY, multipart
 from device.protocol.seal import SealedCapture
 from device.uplink.outbox import Outbox, Pending
 
@@ -208,6 +208,8 @@ class Uplink:
 
     def _attempt(self, capture: SealedCapture) -> _Try:
         body, content_type = self._body(capture)
+        if len(body) > MAX_BODY:
+            return _Try(final=True, error="too_large", detail=f"body of {len(body)} bytes is over {MAX_BODY}")
         headers = {
             "Content-Type": content_type,
             "Palm-Signature": capture.signature,
@@ -294,5 +296,14 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc)
+    """The innermost reason, not requests' and urllib3's wrapping of it."""
+    inner: BaseException = exc
+    for _ in range(6):
+        nxt = getattr(inner, "reason", None)
+        if not isinstance(nxt, BaseException) and inner.args and isinstance(inner.args[0], BaseException):
+            nxt = inner.args[0]
+        if not isinstance(nxt, BaseException):
+            break
+        inner = nxt
+    text = str(inner)
     return text if len(text) <= 200 else text[:197] + "..."

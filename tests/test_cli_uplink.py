@@ -1,0 +1,78 @@
+"""palm keys, palm ingest and palm send-test together, as the README tells an installer to use them."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import EXAMPLE_CONFIG
+
+
+def palm(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "device", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def test_keys_ingest_and_send_test_work_together(tmp_path: Path) -> None:
+    init = palm("keys", "init", "--out", "device.pem", "--device-id", "lane-1", cwd=tmp_path)
+    register = re.search(r"register it with the cloud as: (\S+)", init.stdout)
+    assert register, init.stdout
+    rec = palm("keys", "recipient", "--out", "cloud.pem", cwd=tmp_path)
+    config_line = re.search(r'recipient_public_key = "([^"]+)"', rec.stdout)
+    assert config_line
+    ingest = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "device",
+            "ingest",
+            "--port",
+            "0",
+            "--recipient-key",
+            "cloud.pem",
+            "--device",
+            register.group(1),
+            "--busy-first",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert ingest.stdout is not None
+        banner = ingest.stdout.readline()
+        url = re.search(r"on (http://127\.0\.0\.1:\d+)/v1/captures", banner)
+        assert url, banner
+        text = EXAMPLE_CONFIG.read_text()
+        text = re.sub(r'(?m)^id = ".*"', 'id = "lane-1"', text)
+        text = re.sub(r'(?m)^key_file = ".*"', 'key_file = "device.pem"', text)
+        text = re.sub(r'(?m)^endpoint = ".*"', f'endpoint = "{url.group(1)}"', text)
+        text = re.sub(
+            r'(?m)^recipient_public_key = ".*"', f'recipient_public_key = "{config_line.group(1)}"', text
+        )
+        (tmp_path / "scanner.toml").write_text(text)
+        ok = palm("send-test", "--config", "scanner.toml", cwd=tmp_path)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert re.fullmatch(
+            r"accepted: capture \S+ to http://127\.0\.0\.1:\d+, HTTP 201, 2 attempts in \d+ ms\n", ok.stdout
+        )
+        (tmp_path / "stranger.toml").write_text(text.replace('id = "lane-1"', 'id = "lane-2"'))
+        refused = palm("send-test", "--config", "stranger.toml", cwd=tmp_path)
+        assert refused.returncode == 1
+        assert (
+            "rejected: capture" in refused.stdout
+            and "HTTP 401, unauthenticated (unknown device 'lane-2')" in refused.stdout
+        )
+    finally:
+        ingest.send_signal(signal.SIGTERM)
+        out, err = ingest.communicate(timeout=20)
+    assert ingest.returncode == 0, err
+    statuses = [int(s) for s in re.findall(r'"status": (\d+)', out)]
+    assert statuses == [503, 201, 401]
+    assert "Traceback" not in err
