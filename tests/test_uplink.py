@@ -346,3 +346,16 @@ def test_outbox_bounds_drop_the_oldest_and_count(keys: Keys, clock: FakeClock) -
     assert len(small) == 2 and small.dropped["overflow"] == 3
     clock.advance(121)
     assert small.expire(clock.monotonic_ns()) == 2 and small.dropped["expired"] == 2
+
+
+def test_a_slow_cloud_times_out_and_the_retry_gets_through(keys: Keys, clock: FakeClock) -> None:
+    server = serve(keys, faults=Faults(slow_first=1, slow_s=1.0))
+    try:
+        d = uplink(server.url, clock).deliver(seal(keys, clock), wait_s=30)
+        assert server.wait_for_lines(2, timeout_s=10)
+    finally:
+        server.stop()
+    assert (d.outcome, d.attempts) == ("accepted", 2)  # the first attempt hit the 0.3 s read timeout
+    assert len(set(seen(server))) == 1
+    # The slow first request was still taken, later: the same bytes make it a duplicate, not a second capture.
+    assert [line["status"] for line in server.lines] == [201, 200]

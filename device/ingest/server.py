@@ -190,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             return
         faults = self.server.ingest.faults
-        if self.server.ingest.requests < faults.slow_first:
+        if self.server.arrived() <= faults.slow_first:
             time.sleep(faults.slow_s)
         headers = {k.lower(): v for k, v in self.headers.items()}
         self._answer(self.server.ingest.handle(headers, body), started)
@@ -249,9 +249,16 @@ class IngestServer(ThreadingHTTPServer):
         self.ingest = ingest
         self.tls = tls
         self._log_stream = log_stream
-        self._log_lock = threading.Lock()
+        self._log_lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self.lines: list[dict[str, Any]] = []
+        self._arrivals = 0
+
+    def arrived(self) -> int:
+        """Count a request with a body as it arrives; its number."""
+        with self._log_lock:
+            self._arrivals += 1
+            return self._arrivals
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = super().get_request()
@@ -274,6 +281,12 @@ class IngestServer(ThreadingHTTPServer):
             if self._log_stream is not None:
                 self._log_stream.write(json.dumps(line) + "\n")
                 self._log_stream.flush()
+            self._log_lock.notify_all()
+
+    def wait_for_lines(self, n: int, timeout_s: float) -> bool:
+        """Wait until n requests have been answered (for tests and tools that watch)."""
+        with self._log_lock:
+            return self._log_lock.wait_for(lambda: len(self.lines) >= n, timeout_s)
 
     @property
     def url(self) -> str:
