@@ -155,7 +155,7 @@ class LedsConfig:
     pwm_frequency_hz: float = _key(
         2000.0, doc="PWM frequency for dimming; 0 switches on/off only", lo=0, hi=20000
     )
-    idle_level: float = _key(0.15, doc="ring brightness while watching for a hand", lo=0, hi=1)
+    idle_level: float = _key(0.15, doc="ring brightness while watching for a hand", lo=0, hi=0.25)
     max_on_s: float = _key(2.0, doc="longest the ring may stay lit at once", lo=0.05, hi=10)
     active_high: bool = _key(True, doc="a high pin lights the LEDs")
     pin_factory: str = _key("auto", doc="GPIO library", choices=("auto", "lgpio", "rpigpio"))

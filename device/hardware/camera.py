@@ -75,8 +75,8 @@ class Camera(Protocol):
     def capture(self, *, not_before_ns: int | None = None) -> Frame:
         """The next main-stream frame whose exposure started at or after ``not_before_ns``."""
 
-    def preview(self) -> Frame:
-        """The newest frame of the low-resolution presence stream (its Y plane)."""
+    def preview(self, *, not_before_ns: int | None = None) -> Frame:
+        """The next presence-stream frame (its Y plane) exposed at or after ``not_before_ns``."""
 
     def close(self) -> None: ...
 
@@ -96,6 +96,7 @@ def capture_burst(
     exposure_us: int,
     gain: float,
     max_tries: int = 8,
+    stream: str = "main",
 ) -> list[Frame]:
     """For each pattern: switch it on, then take the first frame exposed entirely under it.
 
@@ -110,7 +111,11 @@ def capture_burst(
     for pattern in patterns:
         switched_ns = ring.show(pattern)
         for _ in range(max_tries):
-            frame = camera.capture(not_before_ns=switched_ns)
+            frame = (
+                camera.capture(not_before_ns=switched_ns)
+                if stream == "main"
+                else camera.preview(not_before_ns=switched_ns)
+            )
             if frame.timestamp_ns < switched_ns:
                 raise CameraError(
                     f"camera returned a frame exposed {switched_ns - frame.timestamp_ns} ns "

@@ -90,9 +90,9 @@ class PiCamera:
         w, h = self._config.main_size
         return self._grab("main", w, h, flush=not_before_ns)
 
-    def preview(self) -> Frame:
+    def preview(self, *, not_before_ns: int | None = None) -> Frame:
         w, h = self._config.lores_size
-        return self._grab("lores", w, h, flush=None)
+        return self._grab("lores", w, h, flush=not_before_ns)
 
     def _grab(self, stream: str, w: int, h: int, *, flush: int | None) -> Frame:
         cam = self._started()

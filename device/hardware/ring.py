@@ -5,7 +5,8 @@ and gpiozero's own mock pins; the pin factory is passed in, never global.
 
 Eye safety: the ring is dark whenever it is not asked to be lit, goes dark on
 every exit path (close, context exit, exception), and a timer switches it off
-once it has been lit for ``max_on_s`` at a stretch.
+once it has been lit above the dim idle glow (DIM_SAFE) for ``max_on_s`` at a
+stretch.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 #: LEDs and their MOSFET drivers settle within microseconds; a margin costs nothing.
 SETTLE_NS = 200_000
+#: at or below this level the ring may stay lit indefinitely (the idle glow that finds hands);
+#: above it the max on-time applies
+DIM_SAFE = 0.25
 
 
 class LedRing(Protocol):
@@ -108,11 +112,11 @@ class GpioLedRing:
         with self._lock:
             if self._closed:
                 raise LedError("the LED ring is closed")
-            was_lit = any(self._levels)
+            was_lit = any(v > DIM_SAFE for v in self._levels)
             for dev, level in zip(self._devices, levels, strict=True):
                 dev.value = level if self._pwm else bool(level)
             self._levels = levels
-            lit = any(levels)
+            lit = any(v > DIM_SAFE for v in levels)
             if lit and not was_lit:
                 self._timer = self._clock.call_later(self._max_on_s, self._cutoff)
             elif not lit and self._timer is not None:
@@ -122,7 +126,7 @@ class GpioLedRing:
 
     def _cutoff(self) -> None:
         with self._lock:
-            if self._closed or not any(self._levels):
+            if self._closed or not any(v > DIM_SAFE for v in self._levels):
                 return
             self.cutoffs += 1
             log.warning("LED ring lit for %.2f s: switched off (eye-safety limit)", self._max_on_s)

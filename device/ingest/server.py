@@ -209,6 +209,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(Answer(405, {"error": "method", "detail": "only POST /v1/captures"}), time.monotonic())
 
     def _answer(self, answer: Answer, started: float) -> None:
+        # Logged before it is sent: whoever has the answer can find its line.
+        self.server.log(
+            {
+                "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                "status": answer.status,
+                **answer.log,
+                "ms": round((time.monotonic() - started) * 1000, 1),
+            }
+        )
         data = json.dumps(answer.body).encode()
         try:
             self.send_response(answer.status)
@@ -222,13 +231,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except OSError:
             pass
-        line = {
-            "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-            "status": answer.status,
-            **answer.log,
-            "ms": round((time.monotonic() - started) * 1000, 1),
-        }
-        self.server.log(line)
 
 
 class IngestServer(ThreadingHTTPServer):

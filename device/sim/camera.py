@@ -101,8 +101,8 @@ class SimCamera:
     def capture(self, *, not_before_ns: int | None = None) -> Frame:
         return self._take(self._optics, "main", not_before_ns)
 
-    def preview(self) -> Frame:
-        return self._take(self._lores, "lores", None)
+    def preview(self, *, not_before_ns: int | None = None) -> Frame:
+        return self._take(self._lores, "lores", not_before_ns)
 
     def close(self) -> None:
         self._origin = None

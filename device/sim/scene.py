@@ -279,6 +279,7 @@ def shoppers(
     attack_share: float = 0.25,
     kinds: tuple[str, ...] | None = None,
     first_at_s: float = 1.0,
+    condition: str | None = None,
 ) -> list[Event]:
     """``count`` presentations: mostly shoppers' palms, some attacks, with gaps between."""
     rng = np.random.default_rng([seed, 77])
@@ -290,7 +291,9 @@ def shoppers(
         else:
             kind = BONA_FIDE if rng.random() >= attack_share else str(rng.choice(ATTACKS))
         dwell = float(rng.uniform(2.0, 4.0))
-        scene = make_scene(kind, seed * 100_003 + i, motion="approach", leave_after_s=dwell)
+        scene = make_scene(
+            kind, seed * 100_003 + i, motion="approach", leave_after_s=dwell, condition=condition
+        )
         events.append(Event(start_s=t, dwell_s=dwell, scene=scene))
         t += dwell + Event.LEAVING_S + float(rng.uniform(0.8, 2.5))
     return events

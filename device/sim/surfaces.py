@@ -165,7 +165,12 @@ def _hand_geometry(
         return (r_mm * np.sqrt(1 - (1 - x) ** 2)).astype(np.float32)
 
     h_body = rounded(mask_body, 13.0)
-    h_fing = rounded(fingers, shape.finger_w / 2) + finger_h * (fingers > 0.5)
+    # Fingers lie level with the palm (a hand is about as thick at the knuckles), curled ones rise.
+    h_fing = (
+        rounded(fingers, shape.finger_w / 2)
+        + (13.0 - shape.finger_w / 2) * (fingers > 0.5)
+        + finger_h * (fingers > 0.5)
+    )
 
     # Relief of the palm: thenar and hypothenar eminences, the hollow, the finger pads.
     def bump(cu: float, cv: float, s: float, amp: float) -> np.ndarray:

@@ -1,0 +1,159 @@
+"""``palm check``: judge image files a person hands over, one JSON object per input.
+
+An offline tool: it reads the images it is given (real captures from other
+scanners included) and writes nothing. A single frame gets the quality measures;
+a burst laid out as the protocol's plaintext (manifest.json and one PNG per LED
+pattern, in a folder or a .tar) gets liveness too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import tarfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from device.calibration.flatfield import FlatField
+from device.config import Config
+from device.errors import ProtocolError
+from device.hardware import patterns
+from device.protocol.archive import validate_archive
+from device.vision import liveness as L
+from device.vision.pipeline import Verdict, analyse_burst, analyse_frame
+
+
+class UnreadableError(Exception):
+    """An input that is not an image or burst this tool can read (the message says why)."""
+
+
+def _grey(data: np.ndarray | None, what: str) -> np.ndarray:
+    if data is None:
+        raise UnreadableError(f"{what} is not an image OpenCV can read (PNG, JPEG, BMP, TIFF ...)")
+    if data.ndim == 3:
+        data = cv2.cvtColor(data, cv2.COLOR_BGRA2GRAY if data.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    if data.dtype == np.uint16:
+        data = (data // 256).astype(np.uint8)
+    if data.dtype != np.uint8 or data.ndim != 2:
+        raise UnreadableError(f"{what} is a {data.dtype} image: expected 8- or 16-bit greyscale or colour")
+    return data
+
+
+def _read_burst(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    if path.is_dir():
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise UnreadableError(
+                f"no readable manifest.json in the folder ({exc.__class__.__name__})"
+            ) from None
+        entries = manifest.get("frames") if isinstance(manifest, dict) else None
+        if not isinstance(entries, list) or not entries:
+            raise UnreadableError("manifest.json has no list of frames")
+        frames = {}
+        for e in entries:
+            role = e.get("role") if isinstance(e, dict) else None
+            if not isinstance(role, str) or "/" in role:
+                raise UnreadableError("a manifest entry has no plain role")
+            raw = np.fromfile(path / f"{role}.png", np.uint8) if (path / f"{role}.png").is_file() else None
+            if raw is None:
+                raise UnreadableError(f"{role}.png is missing")
+            frames[role] = _grey(cv2.imdecode(raw, cv2.IMREAD_UNCHANGED), f"{role}.png")
+        return frames, manifest
+    data = path.read_bytes()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            first = tar.next()
+            if first is None or first.name != "manifest.json":
+                raise UnreadableError("the archive's first member is not manifest.json")
+            f = tar.extractfile(first)
+            manifest = json.loads(f.read() if f else b"")
+    except (tarfile.TarError, ValueError) as exc:
+        raise UnreadableError(f"not a burst archive: {exc}") from None
+    roles = [str(e.get("role")) for e in manifest.get("frames", []) if isinstance(e, dict)]
+    try:
+        validate_archive(data, roles)
+    except ProtocolError as exc:
+        raise UnreadableError(f"not a protocol archive: {exc.detail}") from None
+    frames = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for role in roles:
+            f = tar.extractfile(f"{role}.png")
+            assert f is not None
+            frames[role] = _grey(cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_UNCHANGED), role)
+    return frames, manifest
+
+
+@cache
+def _scanner_flat(config: Config) -> FlatField:
+    """The flat fields the checks use: until a calibration file exists (issue #6), the
+    simulated scanner's, measured the way calibration measures them."""
+    from device.evaluation import sim_flat_field
+
+    return sim_flat_field(config)
+
+
+def _flat_for_crop(flat: FlatField, roi: list[int], size: tuple[int, int]) -> FlatField:
+    """The flat fields seen through a sealed capture's crop window (its roi, resampled)."""
+    x, y, w, h = roi
+    out = {}
+    for role, img in flat.response.items():
+        window = img[max(0, y) : y + h, max(0, x) : x + w]
+        out[role] = cv2.resize(window, size, interpolation=cv2.INTER_AREA)
+    return dataclasses.replace(flat, response=out)
+
+
+def _quality_json(v: Verdict) -> dict[str, Any]:
+    q = v.quality
+    return {
+        "ok": q.ok,
+        "score": q.score,
+        "reasons": q.reasons,
+        **{k: round(val, 5) for k, val in q.measures.items()},
+    }
+
+
+def check_path(path: Path, config: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": str(path)}
+    try:
+        if path.is_dir() or path.suffix == ".tar":
+            frames, manifest = _read_burst(path)
+            missing = {patterns.AMBIENT, patterns.FLOOD} - set(frames)
+            if missing:
+                raise UnreadableError(f"a burst needs ambient and flood frames; missing {sorted(missing)}")
+            flood_entry = next(e for e in manifest["frames"] if e.get("role") == patterns.FLOOD)
+            exposure, gain = int(flood_entry.get("exposure_us", 0)), float(flood_entry.get("gain", 0))
+            if exposure <= 0 or gain <= 0:
+                raise UnreadableError("the manifest's flood entry has no exposure_us and gain")
+            flat = _scanner_flat(config)
+            h, w = frames[patterns.FLOOD].shape
+            roi = flood_entry.get("roi", [0, 0, w, h])
+            model = L.default_model()
+            if (w, h) != tuple(config.camera.main_size) and list(roi) != [0, 0, w, h]:
+                # A sealed capture: the frames are already the palm crop.
+                flat = _flat_for_crop(flat, roi, (w, h))
+            verdict = analyse_burst(frames, exposure_us=exposure, gain=gain, flat=flat, model=model)
+            out["quality"] = _quality_json(verdict)
+            lv = verdict.liveness
+            out["liveness"] = (
+                None if lv is None else {"live": lv.live, "score": lv.score, "reasons": lv.reasons, **lv.cues}
+            )
+        else:
+            try:
+                raw = np.fromfile(path, np.uint8)
+            except OSError as exc:
+                raise UnreadableError(f"cannot read: {exc.strerror}") from None
+            frame = _grey(cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None, path.name)
+            out["quality"] = _quality_json(analyse_frame(frame))
+            out["liveness"] = None
+    except (UnreadableError, OSError, KeyError, StopIteration) as exc:
+        return {
+            "path": str(path),
+            "error": str(exc) if isinstance(exc, UnreadableError) else f"cannot read: {exc}",
+        }
+    return out

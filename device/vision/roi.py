@@ -1,0 +1,185 @@
+"""The palm region: segment the hand, find the palm's centre, width and orientation, crop it.
+
+The crop is a square around the palm centre, rotated so the fingers point up and
+scaled so the palm's inscribed circle always has the same size: the crop, not the
+frame, is what gets checked and sealed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CROP_PX = 320
+#: the crop's side in units of the palm's inscribed radius
+CROP_SIDE_R = 1.5
+
+
+@dataclass(frozen=True)
+class Hand:
+    """Where the hand is in a frame (pixel units of that frame)."""
+
+    mask: np.ndarray  # uint8 0/1, the largest blob
+    centre: tuple[float, float]  # palm centre x, y
+    radius: float  # palm's inscribed radius
+    angle_deg: float  # rotation that puts the fingers up
+    fingers: int  # deep notches between spread fingers in the outline
+    blobs: int  # large blobs in view (two hands: 2)
+    touches_border: bool  # the palm square leaves the frame
+    area_fraction: float
+    outline_in_view: bool = True  # only the arm leaves the frame, so fingers can be counted
+
+    def crop_matrix(self, size: int = CROP_PX) -> np.ndarray:
+        """Affine map from the frame to the normalised crop (size x size)."""
+        side = CROP_SIDE_R * self.radius
+        scale = size / side
+        m = cv2.getRotationMatrix2D(self.centre, self.angle_deg, scale)
+        m[0, 2] += size / 2 - self.centre[0]
+        m[1, 2] += size / 2 - self.centre[1]
+        return m
+
+    def roi(self, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """The crop's bounding box in frame pixels, [x, y, w, h], clipped to the frame."""
+        half = CROP_SIDE_R * self.radius / 2 * math.sqrt(2)
+        x0 = max(0, int(self.centre[0] - half))
+        y0 = max(0, int(self.centre[1] - half))
+        x1 = min(frame_shape[1], math.ceil(self.centre[0] + half))
+        y1 = min(frame_shape[0], math.ceil(self.centre[1] + half))
+        return x0, y0, x1 - x0, y1 - y0
+
+
+def segment(lit: np.ndarray, *, min_area_fraction: float = 0.02) -> Hand | None:
+    """Find the hand in an image where it is brighter than what lies beyond (the ring's light).
+
+    ``lit`` is 8-bit or float; flood minus ambient is best, a plain NIR frame works.
+    """
+    img = lit.astype(np.float32, copy=False)
+    h, w = img.shape
+    small = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), 2)
+    top = float(np.percentile(small, 99.5))
+    if top <= 4:
+        return None
+    u8 = np.clip(small * (255.0 / top), 0, 255).astype(np.uint8)
+    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    t = max(t, 40.0)  # a flat, dark scene must not split into "hand" and "background"
+    mask = (u8 > t).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
+    if n < 2:
+        return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    biggest = 1 + int(np.argmax(areas))
+    total = small.shape[0] * small.shape[1]
+    if areas.max() < min_area_fraction * total:
+        return None
+    blobs = int(np.sum(areas > 0.25 * areas.max()))
+    hand = (labels == biggest).astype(np.uint8)
+    hand = cv2.morphologyEx(hand, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    dist = cv2.distanceTransform(hand, cv2.DIST_L2, 5)
+    # The palm is the widest part; its centre, where the inscribed circle is largest.
+    cy, cx = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    r = float(dist[cy, cx])
+    if r < 6:
+        return None
+    # Two hands that touch make one blob with two palms: a second wide place far from the first.
+    ys, xs = np.nonzero(dist > 0.75 * r)
+    if xs.size and np.max(np.hypot(xs - cx, ys - cy)) > 2.2 * r:
+        blobs += 1
+    angle, _, _ = _orientation(hand, (float(cx), float(cy)), r)
+    fingers = _finger_gaps(hand, r)
+    # The whole outline is in view when only the arm crosses the frame's edge: one stretch of it.
+    edge = np.concatenate([hand[0, :], hand[:, -1], hand[-1, ::-1], hand[::-1, 0]]).astype(np.int8)
+    runs = int(np.sum(np.diff(np.concatenate([edge, edge[:1]])) == 1))
+    outline_in_view = runs <= 1 and float(edge.sum()) <= 2.2 * r
+    full = cv2.resize(hand, (w, h), interpolation=cv2.INTER_NEAREST)
+    centre = (cx * 2.0 + 0.5, cy * 2.0 + 0.5)
+    radius = r * 2.0
+    half = CROP_SIDE_R * radius / 2
+    touches = bool(
+        centre[0] - half < 0 or centre[1] - half < 0 or centre[0] + half > w or centre[1] + half > h
+    )
+    return Hand(
+        mask=full,
+        centre=centre,
+        radius=radius,
+        angle_deg=angle,
+        fingers=fingers,
+        blobs=blobs,
+        touches_border=touches,
+        area_fraction=float(areas.max()) / total,
+        outline_in_view=outline_in_view,
+    )
+
+
+def _orientation(mask: np.ndarray, centre: tuple[float, float], r: float) -> tuple[float, int, float]:
+    """Angle that turns the fingers up, how many fingers stand out, and how much of the ring was seen.
+
+    On circles of 1.5 to 1.9 r around the palm the fingers cross as several narrow
+    arcs and the wrist (or the arm running off the frame) as the widest one; the
+    fingers lie opposite the wrist.
+    """
+    n = 180
+    angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    best: tuple[float, int, float] = (0.0, 0, 0.0)
+    for k in (1.5, 1.7, 1.9):
+        fx = centre[0] + k * r * np.cos(angles)
+        fy = centre[1] + k * r * np.sin(angles)
+        seen = (fx >= 0) & (fx < mask.shape[1]) & (fy >= 0) & (fy < mask.shape[0])
+        xs = np.clip(fx.astype(int), 0, mask.shape[1] - 1)
+        ys = np.clip(fy.astype(int), 0, mask.shape[0] - 1)
+        # Off the frame counts as hand for finding the wrist (the arm runs on), not for fingers.
+        inside = (mask[ys, xs] > 0) | ~seen
+        if inside.all() or not inside.any():
+            continue
+        start = int(np.argmin(inside))  # begin at a gap, so arcs do not wrap
+        seq = np.roll(inside, -start)
+        seen_seq = np.roll(seen, -start)
+        arcs: list[tuple[int, int, bool]] = []  # (start, length, wholly in the frame)
+        i = 0
+        while i < n:
+            if seq[i]:
+                j = i
+                while j < n and seq[j]:
+                    j += 1
+                arcs.append((i, j - i, bool(seen_seq[i:j].all())))
+                i = j
+            else:
+                i += 1
+        wrist = max(arcs, key=lambda a: a[1])
+        mid = (start + wrist[0] + wrist[1] / 2) % n
+        wrist_angle = float(angles[int(mid) % n])
+        fingers = sum(1 for a in arcs if a is not wrist and a[2] and 2 <= a[1] <= n // 5)
+        visible = float(seen.mean())
+        if fingers > best[1] or best[2] == 0.0:
+            rot = math.degrees(wrist_angle) - 90.0  # wrist down (+y), fingers up
+            best = (rot, fingers, visible)
+    return best
+
+
+def _finger_gaps(mask: np.ndarray, r: float) -> int:
+    """Deep notches in the hand's outline: the gaps between spread fingers (0 for a fist)."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return 0
+    c = max(contours, key=cv2.contourArea)
+    if len(c) < 5:
+        return 0
+    hull = cv2.convexHull(c, returnPoints=False)
+    try:
+        defects = cv2.convexityDefects(c, hull)
+    except cv2.error:  # a self-touching outline: count nothing rather than guess
+        return 0
+    if defects is None or len(defects) == 0:  # OpenCV gives None when the outline is convex
+        return 0
+    h, w = mask.shape
+    gaps = 0
+    for _start, _end, far, depth in defects.reshape(-1, 4):
+        fx, fy = c[far][0]
+        if fx <= 1 or fy <= 1 or fx >= w - 2 or fy >= h - 2:
+            continue  # a notch made by the frame's edge, not by fingers
+        if depth / 256.0 > 0.45 * r:
+            gaps += 1
+    return gaps
