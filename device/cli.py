@@ -268,6 +268,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    if not args.simulate:
+        print(
+            "palm run: the daemon on real hardware is not available in this version yet (issue #5); "
+            "use --simulate",
+            file=sys.stderr,
+        )
+        return EX_UNAVAILABLE
+    from device.daemon.simulate import run_simulated
+
+    config = _config_for(args)
+    summary = run_simulated(
+        config, scans=args.scans, seed=args.seed, as_json=args.json, endpoint=args.endpoint
+    )
+    return 0 if summary.scans else 1
+
+
 def _not_yet(name: str, issue: int) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         print(f"palm {name}: not available in this version yet (planned in issue #{issue})", file=sys.stderr)
@@ -438,8 +455,27 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--config", metavar="FILE")
     be.set_defaults(handler=cmd_bench)
 
+    run = sub.add_parser(
+        "run",
+        help="serve shoppers: the scanner daemon (--simulate: on the simulated scanner)",
+        description="The scanner's main job. With --simulate it runs on the simulated scanner with "
+        "a scenario of shoppers and attacks, keys made in memory and the reference ingest on "
+        "127.0.0.1, printing one line per event and a summary. (On real hardware: issue #5.)",
+    )
+    run.add_argument("--simulate", action="store_true", help="run on the simulated scanner")
+    run.add_argument("--scans", type=int, default=10, metavar="N", help="stop after N scans (default 10)")
+    run.add_argument("--seed", type=int, default=1, help="scenario seed")
+    run.add_argument("--json", action="store_true", help="JSON lines; the summary is the last line")
+    run.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="send to this ingest instead of one in this process "
+        "(needs --config with the device key and the recipient key)",
+    )
+    run.add_argument("--config", metavar="FILE")
+    run.set_defaults(handler=cmd_run)
+
     skeleton = [
-        ("run", 5, "serve shoppers: the scanner daemon (--simulate: on the simulated scanner)"),
         ("calibrate", 6, "calibrate the scanner with a grey card and targets"),
     ]
     for name, issue, text in skeleton:

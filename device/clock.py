@@ -6,11 +6,12 @@ Timing, retries, back-off, LED on-time limits and the watchdog all take a
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 
@@ -61,6 +62,7 @@ class FakeClock:
     """
 
     def __init__(self, start_ns: int = 1_000_000_000) -> None:
+        self._start = start_ns
         self._now = start_ns
         self._timers: list[tuple[int, int, _FakeTimer, Callable[[], None]]] = []
         self._order = itertools.count()
@@ -93,3 +95,40 @@ class FakeClock:
             if not timer.cancelled:
                 callback()
         self._now = max(self._now, when_ns)
+
+
+class SkippingClock(FakeClock):
+    """Real time in which waiting costs nothing: for running the simulated scanner fast.
+
+    Time advances with the real monotonic clock (so computing takes what it takes) and
+    jumps forward on ``sleep`` (so waiting for a simulated frame or a back-off is
+    instant). Timers fire when time passes them, checked whenever the clock is read.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(start_ns=time.monotonic_ns())
+        self._skipped = 0
+        self._real0 = time.monotonic_ns()
+
+    def monotonic_ns(self) -> int:
+        now = time.monotonic_ns() - self._real0 + self._start + self._skipped
+        if now > self._now:
+            self.advance_to(now)
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._skipped += round(seconds * 1e9)
+            self.monotonic_ns()
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """Time stands still inside: for work the simulation does that a real scanner would not
+        (rendering its frames)."""
+        now = self.monotonic_ns()
+        real = time.monotonic_ns()
+        try:
+            yield
+        finally:
+            self._skipped -= time.monotonic_ns() - real
+            self._now = max(self._now, now)

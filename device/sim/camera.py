@@ -9,6 +9,7 @@ effect two frames after they are set, as on a real sensor.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -178,10 +179,13 @@ class SimCamera:
         scene, t = self._scenes(mid_ns)
         levels = self._row_levels(optics, start_ns, exposure_us)
         renderer = self._renderers.setdefault(optics.width, SceneRenderer(optics))
-        radiance = renderer.radiance(scene, t, levels, self.faults, exposure_us)
-        rng = np.random.default_rng([self._serial, k, scene.seed if scene else 0])
-        self.frames_rendered += 1
-        return self._expose(optics, radiance, exposure_us, gain, rng)
+        # Rendering is the simulator's cost, not the scanner's: where the clock can, it stops.
+        stopped = getattr(self._clock, "stopped", contextlib.nullcontext)
+        with stopped():
+            radiance = renderer.radiance(scene, t, levels, self.faults, exposure_us)
+            rng = np.random.default_rng([self._serial, k, scene.seed if scene else 0])
+            self.frames_rendered += 1
+            return self._expose(optics, radiance, exposure_us, gain, rng)
 
     def _sensor_maps(self, optics: Optics) -> tuple[np.ndarray, np.ndarray]:
         """This sensor's fixed pattern: per-pixel gain (PRNU) and hot-pixel dark current."""

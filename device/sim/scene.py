@@ -283,6 +283,8 @@ def shoppers(
 ) -> list[Event]:
     """``count`` presentations: mostly shoppers' palms, some attacks, with gaps between."""
     rng = np.random.default_rng([seed, 77])
+    if condition is None:  # one shop, one light, for the whole scenario
+        condition = str(rng.choice(list(AMBIENT_RANGES), p=[0.3, 0.45, 0.15, 0.1]))
     events = []
     t = first_at_s
     for i in range(count):

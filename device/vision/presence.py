@@ -19,7 +19,7 @@ WORK_W = 160
 #: grey levels above the empty scene that count as "something there"
 DIFF_LEVEL = 12
 #: share of the frame a hand covers at the nearest and farthest useful distance
-AREA_MIN, AREA_MAX = 0.10, 0.75
+AREA_MIN, AREA_MAX = 0.05, 0.75
 #: guidance: blob centre offset (fraction of the frame) and movement (fraction per frame)
 OFF_CENTRE = 0.2
 MOVING = 0.02
@@ -77,8 +77,9 @@ def detect(frame: np.ndarray, background: Background, previous: Presence | None 
     mask = (diff > DIFF_LEVEL).astype(np.uint8)
     m = cv2.moments(mask, binaryImage=True)
     area = m["m00"] / mask.size
-    if area < 0.03:
-        background.update(small)
+    if area < 0.025:
+        if area < 0.005:  # learn only from a clearly empty scene, never from a hand half gone
+            background.update(small)
         return Presence(False, area, (0.5, 0.5), [R.NO_HAND])
     h, w = mask.shape
     cx, cy = m["m10"] / m["m00"] / w, m["m01"] / m["m00"] / h
