@@ -10,6 +10,7 @@ counted as refused merely because its capture was poor.
 from __future__ import annotations
 
 import multiprocessing
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -144,6 +145,7 @@ class Rates:
     quality_reject_rate: float
     attack_quality_reject_rate: dict[str, float]
     counts: dict[str, int]
+    quality_reasons: dict[str, int]
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -155,6 +157,7 @@ class Rates:
             "quality_reject_rate": self.quality_reject_rate,
             "attack_quality_reject_rate": self.attack_quality_reject_rate,
             "counts": self.counts,
+            "bona_fide_quality_reasons": self.quality_reasons,
         }
 
 
@@ -177,7 +180,9 @@ def rates(presentations: list[Presentation], *, threshold: float, samples: int, 
     counts = {
         kind: sum(p.kind == kind for p in presentations) for kind in sorted({p.kind for p in presentations})
     }
+    reasons = Counter(r for p in bona if not p.verdict.quality.ok for r in p.verdict.quality.reasons)
     return Rates(
+        quality_reasons=dict(reasons),
         samples=samples,
         seed=seed,
         threshold=threshold,

@@ -24,7 +24,7 @@ OFF_CENTRE_MAX = 0.28
 #: grey levels of the palm in the flood frame
 DARK_P50, BRIGHT_P50, CLIP_LEVEL, CLIP_FRACTION = 35.0, 235.0, 250, 0.03
 #: relative band-pass energy on the normalised crop: below these, blurred or vein-less
-FOCUS_MIN = 0.0035
+FOCUS_MIN = 0.0029
 VEINS_MIN = 0.006
 #: burst motion, in frame pixels between the first and last frame
 MOTION_MAX_PX = 4.0

@@ -84,11 +84,16 @@ def segment(lit: np.ndarray, *, min_area_fraction: float = 0.02) -> Hand | None:
     r = float(dist[cy, cx])
     if r < 6:
         return None
-    # Two hands that touch make one blob with two palms: a second wide place far from the first.
-    ys, xs = np.nonzero(dist > 0.75 * r)
-    if xs.size and np.max(np.hypot(xs - cx, ys - cy)) > 2.2 * r:
-        blobs += 1
     angle, _, _ = _orientation(hand, (float(cx), float(cy)), r)
+    # Two hands that touch make one blob with two palms: a second wide place, far from the first
+    # and off to the side; along the arm's axis it is the forearm.
+    wrist = math.radians(angle + 90.0)
+    ys, xs = np.nonzero(dist > 0.75 * r)
+    dx, dy = xs - cx, ys - cy
+    far = np.hypot(dx, dy) > 2.0 * r
+    along_arm = np.abs(dx * math.cos(wrist) + dy * math.sin(wrist)) > 0.7 * np.hypot(dx, dy)
+    if np.any(far & ~along_arm):
+        blobs += 1
     fingers = _finger_gaps(hand, r)
     # The whole outline is in view when only the arm crosses the frame's edge: one stretch of it.
     edge = np.concatenate([hand[0, :], hand[:, -1], hand[-1, ::-1], hand[::-1, 0]]).astype(np.int8)
