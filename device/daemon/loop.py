@@ -128,6 +128,7 @@ class ScanLoop:
         self._kind = kind_of_scene
         self._background = presence.Background()
         self._settings = Settings(exposure_us=2000, gain=2.0)
+        self._last: presence.Presence | None = None  # the previous presence frame, for movement
 
     def _ms_since(self, t_ns: int) -> float:
         return (self._clock.monotonic_ns() - t_ns) / 1e6
@@ -137,7 +138,7 @@ class ScanLoop:
 
     def _watch(self) -> presence.Presence:
         frame = self._camera.preview()
-        return presence.detect(frame.pixels, self._background, getattr(self, "_last", None))
+        return presence.detect(frame.pixels, self._background, self._last)
 
     def wait_for_hand(self, *, give_up_s: float | None = None) -> bool:
         """Idle: the ring glows dim and the presence stream is watched until a hand is there."""
@@ -145,7 +146,7 @@ class ScanLoop:
         self._camera.set_manual(exposure_us=IDLE.exposure_us, gain=IDLE.gain)
         self._show("idle")
         start = self._clock.monotonic_ns()
-        self._last: presence.Presence | None = None
+        self._last = None
         while give_up_s is None or self._ms_since(start) < give_up_s * 1000:
             p = self._watch()
             self._last = p

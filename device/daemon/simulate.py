@@ -24,7 +24,7 @@ from device.ingest.server import Ingest, IngestServer
 from device.protocol.keys import load_device_key, recipient_public
 from device.protocol.seal import Sealer
 from device.sim.scanner import SimulatedScanner
-from device.sim.scene import ATTACKS, Scenario, shoppers
+from device.sim.scene import Scenario, shoppers
 from device.uplink.outbox import Outbox
 from device.uplink.session import make_session
 from device.uplink.uplink import Uplink
@@ -151,6 +151,3 @@ def _summary_text(s: dict[str, Any]) -> str:
     for stage, t in s["timing_ms"].items():
         lines.append(f"  {stage:20s} {t['median']:8.1f} {t['p95']:8.1f}")
     return "\n".join(lines) + "\n"
-
-
-_ = ATTACKS

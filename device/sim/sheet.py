@@ -14,7 +14,7 @@ from device.config import Config
 from device.hardware import patterns
 from device.hardware.camera import Frame, capture_burst
 from device.sim.scanner import SimulatedScanner
-from device.sim.scene import SCENE_KINDS, Scene, fixed
+from device.sim.scene import Scene, fixed
 
 
 def render_burst(
@@ -59,7 +59,3 @@ def contact_sheet(
     sheet[::th, :] = 128  # thin grid lines between rows
     sheet[:, ::tw] = 128
     return sheet
-
-
-def all_scene_kinds() -> tuple[str, ...]:
-    return SCENE_KINDS

@@ -29,7 +29,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
 
 import cv2
 import numpy as np
@@ -205,7 +204,3 @@ def assess(values: Mapping[str, float], model: Model) -> Liveness:
 
 def default_model() -> Model:
     return Model.load()
-
-
-def describe(model: Model) -> dict[str, Any]:
-    return {"threshold": model.threshold, "trained_on": model.trained_on}
