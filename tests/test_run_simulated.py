@@ -19,7 +19,9 @@ def test_run_simulate_serves_shoppers_and_summarises() -> None:
     summary = lines[-1]["summary"]
     assert summary["scans"] == 6
     outcomes = summary["outcomes"]
-    assert outcomes["bona_fide"].get("accepted", 0) >= 4
+    # A shopper's palm is never refused as an attack; it is accepted or asked to try again.
+    assert outcomes["bona_fide"].get("accepted", 0) >= 1
+    assert set(outcomes["bona_fide"]) <= {"accepted", "try_again"}
     for kind, counts in outcomes.items():
         if kind != "bona_fide":
             assert "accepted" not in counts, (kind, counts)
