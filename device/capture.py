@@ -36,25 +36,44 @@ def choose(current: Settings, palm_p50: float, cfg: CameraConfig) -> Settings:
     return Settings(int(exposure), round(float(gain), 3))
 
 
+#: where metering starts when the last settings show no palm: the nominal palm at the nominal
+#: distance, then a far or dark one
+LADDER = (Settings(exposure_us=2000, gain=2.0), Settings(exposure_us=MOTION_SAFE_US, gain=6.0))
+
+
 def meter(camera: Camera, ring: LedSwitch, start: Settings, cfg: CameraConfig) -> Settings:
-    """Two presence frames (flood, ambient) at ``start``; the settings for the burst."""
+    """Flood and ambient presence frames; the settings that bring the palm to the target.
+
+    Starts from ``start`` (the last palm's settings: the next is usually alike); where those
+    show no palm (a far hand after a near one was metered short), climbs :data:`LADDER`.
+    """
+    for settings in (start, *(s for s in LADDER if s != start)):
+        p50 = _palm_level(camera, ring, settings)
+        if p50 is not None:
+            return choose(settings, p50, cfg)
+    return start
+
+
+def _palm_level(camera: Camera, ring: LedSwitch, settings: Settings) -> float | None:
+    """The palm's median grey in a flood frame at ``settings``; None where no palm stands out."""
     ambient, flood = (
         f.pixels
         for f in capture_burst(
             camera=camera,
             ring=ring,
             patterns=[patterns.AMBIENT, patterns.FLOOD],
-            exposure_us=start.exposure_us,
-            gain=start.gain,
+            exposure_us=settings.exposure_us,
+            gain=settings.gain,
             stream="lores",
         )
     )
     lit = np.maximum(flood.astype(np.float32) - ambient, 0)
-    hand = segment(lit)
-    if hand is None:
-        return start
-    p50 = float(np.median(flood[hand.mask > 0]))
-    return choose(start, p50, cfg)
+    try:
+        hand = segment(lit)
+        return None if hand is None else float(np.median(flood[hand.mask > 0]))
+    finally:
+        for buffer in (ambient, flood, lit):
+            buffer.fill(0)
 
 
 def take(camera: Camera, ring: LedSwitch, settings: Settings, n_sectors: int) -> list[Frame]:

@@ -28,6 +28,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 
 import cv2
@@ -35,9 +36,10 @@ import numpy as np
 
 from device.calibration.flatfield import FlatField
 from device.hardware import patterns
-from device.vision.roi import Hand
+from device.vision.roi import CROP_PX, Hand
+from device.vision.scales import Scales
 
-WORK_PX = 128  # liveness works on a small crop: the cues are not fine-grained
+WORK_PX = 96  # the shape cues work on a small crop: relief is not fine-grained
 
 FEATURES = ("albedo", "relief", "relief_fine", "halftone", "veins", "smooth", "ambient_ratio")
 #: cues that vary by factors rather than by steps enter the combiner as logarithms
@@ -100,90 +102,163 @@ class Model:
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
 
-def _plane_residual(img: np.ndarray, order: int) -> np.ndarray:
-    """What a polynomial surface of the given order does not explain."""
-    h, w = img.shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+@lru_cache(maxsize=8)
+def _surface_projection(h: int, w: int, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """The basis of polynomial surfaces of the given order on an h x w grid, and its pseudo-inverse:
+    fitting a surface is then two small matrix products, the same for every burst."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     xs = xs / w - 0.5
     ys = ys / h - 0.5
     terms = [np.ones_like(xs), xs, ys]
     if order >= 2:
         terms += [xs * xs, xs * ys, ys * ys]
     a = np.stack([t.ravel() for t in terms], axis=1)
-    coef, *_ = np.linalg.lstsq(a, img.ravel(), rcond=None)
-    return (img.ravel() - a @ coef).reshape(h, w)
+    return a.astype(np.float32), np.linalg.pinv(a).astype(np.float32)
+
+
+def _plane_residual(img: np.ndarray, order: int) -> np.ndarray:
+    """What a polynomial surface of the given order does not explain (least squares)."""
+    h, w = img.shape
+    a, pinv = _surface_projection(h, w, order)
+    v = img.astype(np.float32).ravel()
+    return (v - a @ (pinv @ v)).reshape(h, w)
+
+
+@lru_cache(maxsize=4)
+def _spectrum_tools(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 2-D Hann window and the mask of the fine-scale band of the real spectrum."""
+    win = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+    fy = np.minimum(np.arange(h), h - np.arange(h))[:, None]
+    fx = np.arange(w // 2 + 1)[None, :]
+    radius = np.hypot(fy, fx)
+    return win, (radius > 12) & (radius < 0.45 * h)
 
 
 def _periodic(img: np.ndarray) -> float:
     """How peaked the fine spectrum is: printed dots (and their moire) are periodic; skin and
     sensor noise are not. log10 of the strongest fine-scale peak over the median."""
-    f = img - float(img.mean())
-    win = np.outer(np.hanning(f.shape[0]), np.hanning(f.shape[1])).astype(np.float32)
-    power = np.abs(np.fft.rfft2(f * win)) ** 2
-    h, w = power.shape
-    fy = np.minimum(np.arange(h), h - np.arange(h))[:, None]
-    fx = np.arange(w)[None, :]
-    radius = np.hypot(fy, fx)
-    band = power[(radius > 12) & (radius < 0.45 * img.shape[0])]
+    h, w = img.shape
+    win, band_mask = _spectrum_tools(h, w)
+    f = (img - float(img.mean())) * win
+    spec = cv2.dft(np.ascontiguousarray(f, dtype=np.float32), flags=cv2.DFT_COMPLEX_OUTPUT)
+    spec = spec[:, : w // 2 + 1]
+    power = spec[..., 0] ** 2 + spec[..., 1] ** 2
+    band = power[band_mask]
     return float(np.log10(band.max() / max(float(np.median(band)), 1e-12)))
 
 
+def lit_frames(frames: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every lit pattern's frame minus the ambient frame (float32, at least 0): only the ring's light."""
+    ambient = frames[patterns.AMBIENT]
+    if ambient.dtype != np.uint8:
+        amb = ambient.astype(np.float32)
+        return {
+            r: np.maximum(img.astype(np.float32) - amb, 0)
+            for r, img in frames.items()
+            if r != patterns.AMBIENT
+        }
+    # 8-bit frames: a saturating subtraction is the same, at a fraction of the cost.
+    return {
+        role: cv2.subtract(img, ambient).astype(np.float32)
+        for role, img in frames.items()
+        if role != patterns.AMBIENT
+    }
+
+
 def cues(
-    frames: Mapping[str, np.ndarray], hand: Hand, flat: FlatField, *, exposure_us: int, gain: float
+    frames: Mapping[str, np.ndarray],
+    hand: Hand,
+    flat: FlatField,
+    *,
+    exposure_us: int,
+    gain: float,
+    lit: Mapping[str, np.ndarray] | None = None,
+    texture: Scales | None = None,
 ) -> dict[str, float]:
-    """The liveness cues of one burst (raw uint8 frames by role)."""
+    """The liveness cues of one burst (raw uint8 frames by role).
+
+    ``lit`` (the frames minus ambient, as :func:`lit_frames` gives them) and ``texture``
+    (the full-size palm crop of the lit flood frame) may be passed in when the caller
+    has them already; they are computed otherwise.
+    """
+    if lit is None:
+        lit = lit_frames(frames)
+    if texture is None:
+        texture = texture_of(lit[patterns.FLOOD], hand)
+    return {
+        **shape_cues(frames, lit, hand, flat, exposure_us=exposure_us, gain=gain),
+        **texture_cues(texture),
+    }
+
+
+def texture_of(lit_flood: np.ndarray, hand: Hand) -> Scales:
+    """The full-resolution palm crop of the lit flood frame (the work crop would smooth texture away)."""
+    return Scales(
+        cv2.warpAffine(
+            lit_flood,
+            hand.crop_matrix(CROP_PX),
+            (CROP_PX, CROP_PX),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+    )
+
+
+def shape_cues(
+    frames: Mapping[str, np.ndarray],
+    lit: Mapping[str, np.ndarray],
+    hand: Hand,
+    flat: FlatField,
+    *,
+    exposure_us: int,
+    gain: float,
+) -> dict[str, float]:
+    """The cues of the ring's light: albedo, relief (photometric stereo), ambient ratio."""
     m = hand.crop_matrix(WORK_PX)
     size = (WORK_PX, WORK_PX)
-    ambient = frames[patterns.AMBIENT].astype(np.float32)
     norm = 1.0 / float(exposure_us * gain)
+    scale = WORK_PX / 128  # blur widths were chosen on a 128-pixel crop
 
-    def lit(role: str) -> np.ndarray:
-        img = np.maximum(frames[role].astype(np.float32) - ambient, 0) * norm
-        return cv2.warpAffine(img, m, size, flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    def work(img: np.ndarray, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+        return cv2.warpAffine(img, m, size, flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
 
-    def flat_crop(role: str) -> np.ndarray:
-        return cv2.warpAffine(
-            flat.response[role], m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
-
-    inner = (slice(8, -8), slice(8, -8))
-    flood = lit(patterns.FLOOD)
-    flood_flat = flat_crop(patterns.FLOOD)
+    edge = round(8 * scale)
+    inner = (slice(edge, -edge), slice(edge, -edge))
+    flood = work(lit[patterns.FLOOD]) * norm
+    flood_flat = work(flat.response[patterns.FLOOD], cv2.INTER_LINEAR)
     ratio = flood / np.maximum(flood_flat, 1e-6)
     albedo = float(np.median(ratio[inner])) * flat.card_albedo
-    # Sector by sector against the flat fields: log ratios, each relative to their mean.
-    logs = []
-    for role in flat.lit_roles():
-        # Smoothed well below the palm's relief (eminences span a quarter of the crop), above the noise.
-        r = cv2.GaussianBlur(lit(role), (0, 0), 3.5) / np.maximum(
-            cv2.GaussianBlur(flat_crop(role), (0, 0), 3.5), 1e-6
-        )
-        logs.append(np.log(np.maximum(r, 1e-6)))
-    stack = np.stack(logs)
-    dev = stack - stack.mean(axis=0)
+    # Sector by sector against the flat fields: log ratios, each relative to their mean. The
+    # frames are smoothed well below the palm's relief (eminences span a quarter of the crop),
+    # above the noise; the flat fields are smooth already.
+    roles = flat.lit_roles()
+    logs = np.empty((len(roles), WORK_PX, WORK_PX), np.float32)
+    for i, role in enumerate(roles):
+        r = cv2.GaussianBlur(work(lit[role]), (0, 0), 3.5 * scale) * norm
+        r /= np.maximum(work(flat.response[role], cv2.INTER_LINEAR), 1e-6)
+        np.log(np.maximum(r, 1e-6), out=logs[i])
+    dev = logs - logs.mean(axis=0)
     relief = float(np.mean([_plane_residual(d[inner], 2).std() for d in dev]))
-    relief_fine = float(np.mean([(d - cv2.GaussianBlur(d, (0, 0), 6.0))[inner].std() for d in dev]))
-    # Texture on the full-resolution flood crop (the work crop would smooth it away).
-    full = cv2.warpAffine(
-        np.maximum(frames[patterns.FLOOD].astype(np.float32) - ambient, 0),
-        hand.crop_matrix(320),
-        (320, 320),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
-    mean = max(float(full.mean()), 1.0)
-    fine = (full - cv2.GaussianBlur(full, (0, 0), 1.0))[16:-16, 16:-16]
-    mid = (cv2.GaussianBlur(full, (0, 0), 1.0) - cv2.GaussianBlur(full, (0, 0), 3.0))[16:-16, 16:-16]
-    vein = (cv2.GaussianBlur(full, (0, 0), 4.0) - cv2.GaussianBlur(full, (0, 0), 12.0))[24:-24, 24:-24]
-    amb = float(np.median(cv2.warpAffine(ambient, m, size)[inner])) * norm
+    relief_fine = float(np.mean([(d - cv2.GaussianBlur(d, (0, 0), 6.0 * scale))[inner].std() for d in dev]))
+    ambient = cv2.warpAffine(frames[patterns.AMBIENT].astype(np.float32), m, size)
+    amb = float(np.median(ambient[inner])) * norm
     return {
         "albedo": albedo,
         "relief": relief,
         "relief_fine": relief_fine,
-        "halftone": _periodic(full[32:288, 32:288]),
-        "veins": float(vein.std() / mean),
-        "smooth": float(fine.std() / max(float(mid.std()), 1e-6)),
         "ambient_ratio": float(amb / max(float(np.median(flood[inner])), 1e-9)),
+    }
+
+
+def texture_cues(texture: Scales) -> dict[str, float]:
+    """The cues of the surface's texture: print dots, vein contrast, fine detail against mid."""
+    fine = texture.band(0, 1.0, 16)
+    mid = texture.band(1.0, 3.0, 16)
+    vein = texture.band(4.0, 12.0, 24)
+    return {
+        "halftone": _periodic(texture.image[32:288, 32:288]),
+        "veins": float(vein.std() / texture.mean),
+        "smooth": float(fine.std() / max(float(mid.std()), 1e-6)),
     }
 
 

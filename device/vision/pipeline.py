@@ -7,8 +7,10 @@ verdict out. The daemon, ``palm check`` and ``palm eval`` all call this.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from device.calibration.flatfield import FlatField
@@ -16,6 +18,10 @@ from device.hardware import patterns
 from device.vision import liveness as L
 from device.vision import quality as Q
 from device.vision.roi import Hand, segment
+from device.vision.scales import Scales
+
+#: one helper thread: a burst's checks use two cores (a Pi has four)
+_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks")
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,23 +51,54 @@ def analyse_burst(
     flat: FlatField | None,
     model: L.Model | None,
 ) -> Verdict:
-    flood = lit_image(frames)
-    hand = segment(flood)
+    if patterns.AMBIENT in frames:
+        lit = L.lit_frames(frames)
+    else:
+        lit = {role: img.astype(np.float32) for role, img in frames.items()}
+    flood = lit[patterns.FLOOD]
+    raw = frames[patterns.FLOOD]
+    if raw.dtype == np.uint8 and patterns.AMBIENT in frames:
+        hand = segment(cv2.subtract(raw, frames[patterns.AMBIENT]))  # the same image, in 8 bits
+    else:
+        hand = segment(flood)
     if hand is None:
         return Verdict(None, Q.assess(frame=frames[patterns.FLOOD], crop=flood, hand=None), None)
     sectors = [r for r in frames if r.startswith("sector-")]
+    # The work on the ring's light (motion across the burst, the shape cues) runs beside the
+    # texture work (OpenCV and numpy let go of the GIL): a burst's checks use two cores.
+    live_too = flat is not None and model is not None and bool(sectors) and patterns.AMBIENT in frames
+    ring_work = _WORKER.submit(
+        _ring_light, frames, lit, hand, sectors, flat if live_too else None, exposure_us, gain
+    )
+    texture = Scales(Q.crop(flood, hand))
+    texture_cues = L.texture_cues(texture) if live_too else {}
+    moved, shape = ring_work.result()
+    quality = Q.assess(frame=frames[patterns.FLOOD], crop=texture, hand=hand, moved_px=moved)
+    live = None
+    if shape is not None:
+        assert model is not None
+        live = L.assess({**shape, **texture_cues}, model)
+    return Verdict(hand, quality, live)
+
+
+def _ring_light(
+    frames: Mapping[str, np.ndarray],
+    lit: Mapping[str, np.ndarray],
+    hand: Hand,
+    sectors: list[str],
+    flat: FlatField | None,
+    exposure_us: int,
+    gain: float,
+) -> tuple[float, dict[str, float] | None]:
+    """Motion across the burst, and the shape cues where a flat field is given."""
     moved = 0.0
+    flood = lit[patterns.FLOOD]
     if sectors:
         # The sector frames together light the palm like the flood frame, a few frames later.
-        later = sum((lit_image(frames, r) for r in sectors), np.zeros_like(flood))
-        moved = Q.motion_px(flood, later)
-    crop = Q.crop(flood, hand)
-    quality = Q.assess(frame=frames[patterns.FLOOD], crop=crop, hand=hand, moved_px=moved)
-    live = None
-    if flat is not None and model is not None and sectors and patterns.AMBIENT in frames:
-        cues = L.cues(frames, hand, flat, exposure_us=exposure_us, gain=gain)
-        live = L.assess(cues, model)
-    return Verdict(hand, quality, live)
+        moved = Q.motion_px(flood, [lit[r] for r in sectors])
+    if flat is None:
+        return moved, None
+    return moved, L.shape_cues(frames, lit, hand, flat, exposure_us=exposure_us, gain=gain)
 
 
 def analyse_frame(frame: np.ndarray) -> Verdict:
