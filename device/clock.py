@@ -97,38 +97,30 @@ class FakeClock:
         self._now = max(self._now, when_ns)
 
 
-class SkippingClock(FakeClock):
-    """Real time in which waiting costs nothing: for running the simulated scanner fast.
+class SimulatedTime(FakeClock):
+    """Time for the simulated scanner: it moves only when the code waits, so a run is the same
+    run on a fast laptop and on a loaded CI machine.
 
-    Time advances with the real monotonic clock (so computing takes what it takes) and
-    jumps forward on ``sleep`` (so waiting for a simulated frame or a back-off is
-    instant). Timers fire when time passes them, checked whenever the clock is read.
+    Waiting for a frame, a back-off or a result shown to the shopper advances it; computing
+    does not (the scene stands still while the checks run, as if the Pi were infinitely
+    fast). What a stopwatch on the counter would show is :meth:`stopwatch_ns`: the waits
+    plus the real time spent computing, less the time spent rendering frames (work the
+    simulator does that a real scanner does not, marked by :meth:`stopped`).
     """
 
     def __init__(self) -> None:
         super().__init__(start_ns=time.monotonic_ns())
-        self._skipped = 0
-        self._real0 = time.monotonic_ns()
+        self._real0 = time.perf_counter_ns()
+        self._paused = 0
 
-    def monotonic_ns(self) -> int:
-        now = time.monotonic_ns() - self._real0 + self._start + self._skipped
-        if now > self._now:
-            self.advance_to(now)
-        return self._now
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self._skipped += round(seconds * 1e9)
-            self.monotonic_ns()
+    def stopwatch_ns(self) -> int:
+        return self._now + (time.perf_counter_ns() - self._real0 - self._paused)
 
     @contextlib.contextmanager
     def stopped(self) -> Iterator[None]:
-        """Time stands still inside: for work the simulation does that a real scanner would not
-        (rendering its frames)."""
-        now = self.monotonic_ns()
-        real = time.monotonic_ns()
+        """Real time spent inside does not count on the stopwatch (rendering the frames)."""
+        t = time.perf_counter_ns()
         try:
             yield
         finally:
-            self._skipped -= time.monotonic_ns() - real
-            self._now = max(self._now, now)
+            self._paused += time.perf_counter_ns() - t

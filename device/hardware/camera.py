@@ -108,28 +108,39 @@ def capture_burst(
     """
     camera.set_manual(exposure_us=exposure_us, gain=gain)
     frames: list[Frame] = []
-    for pattern in patterns:
-        switched_ns = ring.show(pattern)
-        for _ in range(max_tries):
-            frame = (
-                camera.capture(not_before_ns=switched_ns)
-                if stream == "main"
-                else camera.preview(not_before_ns=switched_ns)
-            )
-            if frame.timestamp_ns < switched_ns:
-                raise CameraError(
-                    f"camera returned a frame exposed {switched_ns - frame.timestamp_ns} ns "
-                    f"before the LED switch to {pattern!r}"
-                )
-            if _settled(frame, exposure_us, gain):
-                frames.append(dataclasses.replace(frame, leds=pattern))
-                break
-        else:
-            raise CameraError(
-                f"no frame with exposure {exposure_us} us and gain {gain:g} arrived within "
-                f"{max_tries} frames of switching to {pattern!r}"
-            )
+    try:
+        for pattern in patterns:
+            frames.append(_frame_under(camera, ring, pattern, exposure_us, gain, max_tries, stream))
+    except BaseException:
+        for f in frames:
+            f.wipe()
+        raise
     return frames
+
+
+def _frame_under(
+    camera: Camera, ring: LedSwitch, pattern: str, exposure_us: int, gain: float, max_tries: int, stream: str
+) -> Frame:
+    switched_ns = ring.show(pattern)
+    for _ in range(max_tries):
+        frame = (
+            camera.capture(not_before_ns=switched_ns)
+            if stream == "main"
+            else camera.preview(not_before_ns=switched_ns)
+        )
+        if frame.timestamp_ns < switched_ns:
+            frame.wipe()
+            raise CameraError(
+                f"camera returned a frame exposed {switched_ns - frame.timestamp_ns} ns "
+                f"before the LED switch to {pattern!r}"
+            )
+        if _settled(frame, exposure_us, gain):
+            return dataclasses.replace(frame, leds=pattern)
+        frame.wipe()  # a frame passed over is zeroed like any other
+    raise CameraError(
+        f"no frame with exposure {exposure_us} us and gain {gain:g} arrived within "
+        f"{max_tries} frames of switching to {pattern!r}"
+    )
 
 
 def _settled(frame: Frame, exposure_us: int, gain: float) -> bool:

@@ -57,6 +57,10 @@ class Motion:
     approach_mm: float = 0.0  # starts this much farther away, settles in ~0.3 s
     sweep_mm_s: tuple[float, float] = (0.0, 0.0)
     leave_at_s: float | None = None
+    #: moves the holder makes when guided: (start s, dx, dy, dz mm), each eased in over MOVE_S
+    moves: tuple[tuple[float, float, float, float], ...] = ()
+
+    MOVE_S = 0.5
 
     @classmethod
     def hover(cls, rng: np.random.Generator, *, steady: float = 1.0) -> Motion:
@@ -79,6 +83,13 @@ class Motion:
             d[2] += self.approach_mm * math.exp(-max(t, 0) / 0.12)
         d[0] += self.sweep_mm_s[0] * t
         d[1] += self.sweep_mm_s[1] * t
+        for t0, mx, my, mz in self.moves:
+            if t > t0:
+                k = min(1.0, (t - t0) / self.MOVE_S)
+                k = k * k * (3 - 2 * k)  # smoothstep: a hand eases in and out of a move
+                d[0] += mx * k
+                d[1] += my * k
+                d[2] += mz * k
         if self.leave_at_s is not None and t > self.leave_at_s:
             d[2] += 400.0 * (t - self.leave_at_s)
         return d[0], d[1], d[2]
@@ -144,8 +155,12 @@ def make_scene(
     distance_mm: float | None = None,
     motion: str = "hover",
     leave_after_s: float | None = None,
+    light_seed: int | None = None,
 ) -> Scene:
     """A scene of ``kind`` (see SCENE_KINDS) drawn from ``seed``.
+
+    ``light_seed``: draw the shop's light (ambient and background) from this seed instead,
+    so that every scene of a scenario has the same light.
 
     ``motion``: ``hover`` (a hand held still, as steady as hands are), ``still``
     (on a stand), ``fast`` (sweeping past too fast), ``approach``.
@@ -154,7 +169,8 @@ def make_scene(
         raise ValueError(f"unknown scene {kind!r}: valid are " + ", ".join(SCENE_KINDS))
     # Separate streams, so that changing the light or the motion keeps the same object and pose.
     rng = np.random.default_rng([seed, SCENE_KINDS.index(kind), 0])
-    cond, ambient, background = _ambient(np.random.default_rng([seed, 1]), condition)
+    light = seed if light_seed is None else light_seed
+    cond, ambient, background = _ambient(np.random.default_rng([light, 1]), condition)
     mot = replace(_motion(np.random.default_rng([seed, 2]), motion), leave_at_s=leave_after_s)
     pose = _held_pose(rng, z=distance_mm)
     sub = int(rng.integers(2**31))
@@ -271,6 +287,68 @@ class Scenario:
     def duration_s(self) -> float:
         return max((e.end_s for e in self.events), default=0.0)
 
+    #: a shopper sees the light and starts to take the hand away this long after the answer
+    REACTION_S = 0.4
+
+    def answered(self, t_ns: int) -> None:
+        """The scanner answered at ``t_ns``: whoever is presenting leaves now, not at the end of their
+        patience (shoppers hold their hand out until the light says they are done). Later
+        presentations move by the same amount, keeping the gaps between shoppers."""
+        t = (t_ns - self.start_ns) / 1e9
+        for i, event in enumerate(self.events):
+            if event.start_s <= t < event.start_s + event.dwell_s:
+                dwell = t - event.start_s + self.REACTION_S
+                shift = dwell - event.dwell_s
+                self.events[i] = Event(event.start_s, dwell, _leaving_at(event.scene, dwell))
+                for j in range(i + 1, len(self.events)):
+                    e = self.events[j]
+                    self.events[j] = Event(e.start_s + shift, e.dwell_s, e.scene)
+                return
+
+    #: how far a shopper moves the hand when the light says too close or too far, mm
+    GUIDED_STEP_MM = 35.0
+    #: a shopper takes this long to see the light and start moving, s
+    GUIDED_DELAY_S = 0.5
+    #: where a guided hand ends up at most: not nearer than this, not farther, mm
+    GUIDED_RANGE_MM = (70.0, 220.0)
+
+    def guided(self, t_ns: int, reasons: list[str]) -> None:
+        """The scanner asked the presenting shopper to move: nearer or farther, as the light said.
+
+        One move at a time: a shopper does not start another before the last has settled.
+        Attackers comply just the same (a print is held by a hand too).
+        """
+        dz = (self.GUIDED_STEP_MM if "too_close" in reasons else 0.0) - (
+            self.GUIDED_STEP_MM if "too_far" in reasons else 0.0
+        )
+        if not dz:
+            return
+        t = (t_ns - self.start_ns) / 1e9
+        for i, event in enumerate(self.events):
+            if event.start_s <= t < event.start_s + event.dwell_s:
+                local = t - event.start_s + self.GUIDED_DELAY_S
+                objects = []
+                for o in event.scene.objects:
+                    last = o.motion.moves[-1][0] if o.motion.moves else -1e9
+                    if local - last < Motion.MOVE_S + self.GUIDED_DELAY_S:
+                        return
+                    # Nobody puts a hand on the glass or walks away from the till.
+                    z = o.pose_at(local).z
+                    step = min(max(z + dz, self.GUIDED_RANGE_MM[0]), self.GUIDED_RANGE_MM[1]) - z
+                    if abs(step) < 5.0:
+                        return
+                    moves = (*o.motion.moves, (local, 0.0, 0.0, step))
+                    objects.append(replace(o, motion=replace(o.motion, moves=moves)))
+                self.events[i] = Event(
+                    event.start_s, event.dwell_s, replace(event.scene, objects=tuple(objects))
+                )
+                return
+
+
+def _leaving_at(scene: Scene, t_s: float) -> Scene:
+    objects = tuple(replace(o, motion=replace(o.motion, leave_at_s=t_s)) for o in scene.objects)
+    return replace(scene, objects=objects)
+
 
 def shoppers(
     seed: int,
@@ -280,8 +358,13 @@ def shoppers(
     kinds: tuple[str, ...] | None = None,
     first_at_s: float = 1.0,
     condition: str | None = None,
+    interactive: bool = False,
 ) -> list[Event]:
-    """``count`` presentations: mostly shoppers' palms, some attacks, with gaps between."""
+    """``count`` presentations: mostly shoppers' palms, some attacks, with gaps between.
+
+    ``interactive``: shoppers hold their hand out until the scanner answers (up to their
+    patience, 8 to 12 s); the caller tells the scenario when it answered.
+    """
     rng = np.random.default_rng([seed, 77])
     if condition is None:  # one shop, one light, for the whole scenario
         condition = str(rng.choice(list(AMBIENT_RANGES), p=[0.3, 0.45, 0.15, 0.1]))
@@ -292,9 +375,16 @@ def shoppers(
             kind = kinds[i % len(kinds)]
         else:
             kind = BONA_FIDE if rng.random() >= attack_share else str(rng.choice(ATTACKS))
-        dwell = float(rng.uniform(2.0, 4.0))
+        # Patience: how long this shopper holds the hand out at most; an answer sends it away sooner
+        # (Scenario.answered).
+        dwell = float(rng.uniform(8.0, 12.0)) if interactive else float(rng.uniform(2.0, 4.0))
         scene = make_scene(
-            kind, seed * 100_003 + i, motion="approach", leave_after_s=dwell, condition=condition
+            kind,
+            seed * 100_003 + i,
+            motion="approach",
+            leave_after_s=dwell,
+            condition=condition,
+            light_seed=seed,
         )
         events.append(Event(start_s=t, dwell_s=dwell, scene=scene))
         t += dwell + Event.LEAVING_S + float(rng.uniform(0.8, 2.5))
