@@ -271,18 +271,48 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if not args.simulate:
         print(
-            "palm run: the daemon on real hardware is not available in this version yet (issue #5); "
-            "use --simulate",
+            "palm run: the daemon on real hardware needs the scanner's calibration (flat fields for "
+            "liveness), which `palm calibrate` will measure (issue #6); until then use --simulate",
             file=sys.stderr,
         )
         return EX_UNAVAILABLE
-    from device.daemon.simulate import run_simulated
+    from device.daemon import logs
+    from device.daemon.simulate import Options, run_simulated
 
+    logs.setup(sys.stderr, as_json=args.json)
     config = _config_for(args)
+    fault_at, fault_for = None, 3.0
+    if args.camera_fault:
+        fault_at, fault_for = _fault_spec(args.camera_fault)
+    reload = (lambda: load_config(args.config)) if args.config else None
     summary = run_simulated(
-        config, scans=args.scans, seed=args.seed, as_json=args.json, endpoint=args.endpoint
+        config,
+        Options(
+            scans=args.scans,
+            seed=args.seed,
+            as_json=args.json,
+            endpoint=args.endpoint,
+            status_port=args.status_port,
+            camera_fault_at_s=fault_at,
+            camera_fault_for_s=fault_for,
+            reload=reload,
+        ),
     )
     return 0 if summary.scans else 1
+
+
+def _fault_spec(text: str) -> tuple[float, float]:
+    try:
+        at, _, length = text.partition(":")
+        spec = (float(at), float(length) if length else 3.0)
+    except ValueError:
+        spec = (-1.0, -1.0)
+    if spec[0] < 0 or spec[1] <= 0:
+        raise UsageError(
+            f"--camera-fault {text!r} is not valid: give AT or AT:FOR in seconds of scene time, "
+            "such as 20 or 20:5"
+        )
+    return spec
 
 
 def _not_yet(name: str, issue: int) -> Handler:
@@ -460,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve shoppers: the scanner daemon (--simulate: on the simulated scanner)",
         description="The scanner's main job. With --simulate it runs on the simulated scanner with "
         "a scenario of shoppers and attacks, keys made in memory and the reference ingest on "
-        "127.0.0.1, printing one line per event and a summary. (On real hardware: issue #5.)",
+        "127.0.0.1, printing one line per event and a summary. SIGTERM stops it cleanly, "
+        "SIGHUP re-reads --config.",
     )
     run.add_argument("--simulate", action="store_true", help="run on the simulated scanner")
     run.add_argument("--scans", type=int, default=10, metavar="N", help="stop after N scans (default 10)")
@@ -472,7 +503,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="send to this ingest instead of one in this process "
         "(needs --config with the device key and the recipient key)",
     )
-    run.add_argument("--config", metavar="FILE")
+    run.add_argument("--config", metavar="FILE", help="config file (SIGHUP reads it again)")
+    run.add_argument(
+        "--status-port",
+        type=int,
+        metavar="PORT",
+        help="serve /healthz and /metrics on 127.0.0.1:PORT (0: any free port, logged)",
+    )
+    run.add_argument(
+        "--camera-fault",
+        metavar="AT[:FOR]",
+        help="simulated scanner: the camera stops delivering AT seconds into the scenario, for FOR "
+        "seconds (default 3)",
+    )
     run.set_defaults(handler=cmd_run)
 
     skeleton = [

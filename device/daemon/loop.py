@@ -20,7 +20,6 @@ from device.calibration.flatfield import FlatField
 from device.capture import Settings, meter, take
 from device.clock import Clock
 from device.config import Config
-from device.errors import CameraError
 from device.hardware import patterns
 from device.hardware.camera import Camera
 from device.hardware.indicator import Indicator
@@ -32,6 +31,7 @@ from device.vision import liveness as L
 from device.vision import presence
 from device.vision import reasons as R
 from device.vision.pipeline import Verdict, analyse_burst
+from device.vision.quality import Quality
 from device.vision.roi import CROP_PX
 
 GUIDE_TIMEOUT_S = 8.0
@@ -44,10 +44,13 @@ GUIDANCE = frozenset(
     {R.TOO_FAR, R.TOO_CLOSE, R.OFF_CENTRE, R.PARTIAL_HAND, R.HOLD_STILL, R.OPEN_HAND, R.OUT_OF_FOCUS}
 )
 STEADY_FRAMES = 2
+#: guidance that still holds is said (and shown) again this often
+GUIDANCE_REPEAT_S = 1.0
 #: the presence stream's exposure: a hand 15 cm away in the dim glow stands out in a dark shop
 IDLE = Settings(exposure_us=6000, gain=2.0)
 
-#: what the three lights show: outcomes and guidance
+#: what the three lights show: outcomes, and for guidance the first reason (amber blinks; the
+#: second light says which way). The README has the table for the shop's staff.
 LIGHTS: dict[str, dict[str, Any]] = {
     "idle": {},
     "working": {"green": "slow"},
@@ -55,7 +58,14 @@ LIGHTS: dict[str, dict[str, Any]] = {
     "try_again": {"amber": "on"},
     "not_accepted": {"red": "on"},
     "fault": {"red": "fast"},
-    R.HOLD_STILL: {"amber": "fast"},
+    R.TOO_FAR: {"amber": "slow"},
+    R.TOO_CLOSE: {"amber": "fast"},
+    R.HOLD_STILL: {"amber": "slow", "green": "slow"},
+    R.OPEN_HAND: {"amber": "fast", "green": "slow"},
+    R.OFF_CENTRE: {"amber": "slow", "red": "slow"},
+    R.PARTIAL_HAND: {"amber": "slow", "red": "slow"},
+    R.TWO_HANDS: {"amber": "fast", "red": "slow"},
+    R.OUT_OF_FOCUS: {"amber": "fast", "red": "fast"},
     "guide": {"amber": "slow"},
 }
 
@@ -114,6 +124,8 @@ class ScanLoop:
         model: L.Model,
         emit: Callable[[dict[str, Any]], None],
         kind_of_scene: Callable[[], str | None] = lambda: None,
+        stopwatch: Callable[[], int] | None = None,
+        tick: Callable[[], None] = lambda: None,
     ) -> None:
         self._cfg = config
         self._camera = camera
@@ -126,19 +138,34 @@ class ScanLoop:
         self._model = model
         self._emit = emit
         self._kind = kind_of_scene
+        # Stage timings read a stopwatch: the clock itself on a scanner; on the simulated one
+        # the clock only moves while waiting, and the stopwatch adds the computing.
+        self._stopwatch = stopwatch or clock.monotonic_ns
+        # Called before every frame: the service pings its watchdog and stops here when asked.
+        self._tick = tick
+        self._held: list[Any] = []  # frames not yet wiped: wiped on any way out
         self._background = presence.Background()
         self._settings = Settings(exposure_us=2000, gain=2.0)
         self._last: presence.Presence | None = None  # the previous presence frame, for movement
 
     def _ms_since(self, t_ns: int) -> float:
-        return (self._clock.monotonic_ns() - t_ns) / 1e6
+        """Stopwatch milliseconds since ``t_ns`` (a stopwatch reading)."""
+        return (self._stopwatch() - t_ns) / 1e6
+
+    def _waited_s(self, t_ns: int) -> float:
+        """Clock seconds since ``t_ns`` (a clock reading): for time limits."""
+        return (self._clock.monotonic_ns() - t_ns) / 1e9
 
     def _show(self, what: str) -> None:
         self._indicator.show(**LIGHTS.get(what, LIGHTS["guide"]))
 
     def _watch(self) -> presence.Presence:
+        self._tick()
         frame = self._camera.preview()
-        return presence.detect(frame.pixels, self._background, self._last)
+        try:
+            return presence.detect(frame.pixels, self._background, self._last)
+        finally:
+            frame.wipe()
 
     def wait_for_hand(self, *, give_up_s: float | None = None) -> bool:
         """Idle: the ring glows dim and the presence stream is watched until a hand is there."""
@@ -147,7 +174,7 @@ class ScanLoop:
         self._show("idle")
         start = self._clock.monotonic_ns()
         self._last = None
-        while give_up_s is None or self._ms_since(start) < give_up_s * 1000:
+        while give_up_s is None or self._waited_s(start) < give_up_s:
             p = self._watch()
             self._last = p
             if p.present:
@@ -156,41 +183,54 @@ class ScanLoop:
 
     def scan(self) -> Scan:
         """One shopper, from the hand seen to the answer and the hand gone."""
-        seen = self._clock.monotonic_ns()
+        seen = self._stopwatch()
         kind = self._kind()
         stages: dict[str, float] = {}
         self._emit({"event": "hand_seen"})
-        deadline = seen + int(GUIDE_TIMEOUT_S * 1e9)
+        deadline = self._clock.monotonic_ns() + int(GUIDE_TIMEOUT_S * 1e9)
         stages["guiding"] = stages["capturing"] = 0.0
         while True:
             # Guiding: until the presence stream has nothing to ask of the hand for a moment.
-            steady, last_reasons = 0, None
-            t = self._clock.monotonic_ns()
+            steady, last_reasons, said_ns = 0, None, 0
+            t = self._stopwatch()
             while steady < STEADY_FRAMES:
-                if self._clock.monotonic_ns() > deadline:
+                now = self._clock.monotonic_ns()
+                if now > deadline:
                     return self._finish(seen, stages, "try_again", ["guidance_timeout"], kind)
                 p = self._watch()
                 self._last = p
                 if not p.present:
                     return self._finish(seen, stages, "left", [], kind, quiet=True)
-                if p.reasons != last_reasons:
-                    if p.reasons:
-                        self._emit({"event": "guidance", "reasons": p.reasons})
-                        self._show(p.reasons[0] if p.reasons[0] == R.HOLD_STILL else "guide")
-                    last_reasons = p.reasons
+                # New guidance at once; the same again each GUIDANCE_REPEAT_S while it lasts.
+                if p.reasons and (p.reasons != last_reasons or now - said_ns > GUIDANCE_REPEAT_S * 1e9):
+                    self._emit({"event": "guidance", "reasons": p.reasons})
+                    self._show(p.reasons[0])
+                    said_ns = now
+                last_reasons = p.reasons
                 steady = steady + 1 if not p.reasons else 0
             stages["guiding"] += self._ms_since(t)
-            t = self._clock.monotonic_ns()
+            t = self._stopwatch()
             verdict, frames = self._capture()
             stages["capturing"] += self._ms_since(t)
             if verdict.quality.ok and verdict.hand is not None:
                 break
+            far = self._last is not None and R.TOO_FAR in self._last.reasons
+            if verdict.hand is None and R.NO_HAND in verdict.quality.reasons and far:
+                # Too small for the ring's light to outline: the shopper is still guided nearer.
+                verdict = Verdict(None, Quality(False, 0.0, [R.TOO_FAR]), None)
+            elif verdict.hand is None and R.NO_HAND in verdict.quality.reasons:
+                # The ring's light finds nothing: the presence stream was fooled (a background
+                # learned while a hand was there, a change of light). Nobody to answer: learn
+                # the empty scene again.
+                self._background.reset()
+                self._emit({"event": "false_trigger"})
+                return self._finish(seen, stages, "left", [R.NO_HAND], kind, quiet=True)
             for f in frames:
                 f.wipe()
             guidable = set(verdict.quality.reasons) & GUIDANCE
             if guidable and self._clock.monotonic_ns() < deadline:
                 self._emit({"event": "guidance", "reasons": R.ordered(guidable)})
-                self._show("guide")
+                self._show(R.ordered(guidable)[0])
                 self._ring.dim(self._cfg.leds.idle_level)
                 self._camera.set_manual(exposure_us=IDLE.exposure_us, gain=IDLE.gain)
                 continue
@@ -202,8 +242,14 @@ class ScanLoop:
                 }
             )
             return self._finish(seen, stages, "try_again", verdict.quality.reasons, kind)
-        self._emit({"event": "capture_accepted", "quality": verdict.quality.score})
         live = verdict.liveness
+        self._emit(
+            {
+                "event": "capture_accepted",
+                "quality": verdict.quality.score,
+                "palm_radius": round(verdict.quality.measures.get("radius", 0.0), 3),
+            }
+        )
         if live is None or not live.live:
             for f in frames:
                 f.wipe()
@@ -216,7 +262,7 @@ class ScanLoop:
             )
             return self._finish(seen, stages, "not_accepted", live.reasons if live else [], kind)
         # Sealing: the palm crops of every frame, then nothing but ciphertext.
-        t = self._clock.monotonic_ns()
+        t = self._stopwatch()
         hand = verdict.hand
         m = hand.crop_matrix(CROP_PX)
         crops = []
@@ -243,7 +289,7 @@ class ScanLoop:
             calibration=None,
         )
         stages["sealing"] = self._ms_since(t)
-        t = self._clock.monotonic_ns()
+        t = self._stopwatch()
         delivery = self._uplink.deliver(capture, wait_s=UPLOAD_WAIT_S)
         stages["uploading"] = self._ms_since(t)
         if delivery.delivered:
@@ -278,7 +324,9 @@ class ScanLoop:
         for _ in range(MAX_BURSTS):
             if remeter:
                 self._settings = meter(self._camera, self._ring, self._settings, self._cfg.camera)
+            self._tick()
             frames = take(self._camera, self._ring, self._settings, n)
+            self._held.extend(frames)
             self._ring.off()
             by_role = {f.leds or "": f.pixels for f in frames}
             verdict = analyse_burst(
@@ -313,6 +361,7 @@ class ScanLoop:
         *,
         quiet: bool = False,
     ) -> Scan:
+        self.wipe_held()
         end = self._ms_since(seen)
         scan = Scan(
             outcome=outcome,
@@ -329,19 +378,31 @@ class ScanLoop:
         self.wait_for_leave()
         return scan
 
+    def wipe_held(self) -> None:
+        """Zero every frame this loop still holds (on the way out of a scan, however it ends)."""
+        for f in self._held:
+            f.wipe()
+        self._held.clear()
+
+    def reconfigure(self, config: Config) -> None:
+        """Take a reloaded config (what the loop reads of it: LED levels, camera limits)."""
+        self._cfg = config
+
     def wait_for_leave(self) -> None:
         self._ring.dim(self._cfg.leds.idle_level)
         self._camera.set_manual(exposure_us=IDLE.exposure_us, gain=IDLE.gain)
         start = self._clock.monotonic_ns()
         gone = 0
-        while gone < 3 and self._ms_since(start) < LEAVE_TIMEOUT_S * 1000:
-            try:
-                p = self._watch()
-            except CameraError:
-                break
+        while gone < 3 and self._waited_s(start) < LEAVE_TIMEOUT_S:
+            p = self._watch()
             self._last = p
             gone = gone + 1 if not p.present else 0
-        # The empty scene is learned again, now that the hand is gone and the glow is back.
+        if gone < 3:
+            # Still "something there" after all this time: the shop's light changed, or an
+            # object was left on the scanner. Either way it is the new empty scene.
+            self._background.reset()
+        # The picture of the empty scene is kept: the glow and the camera are back at the idle
+        # settings it was learned under. (Learning it afresh here would learn the next
+        # shopper's hand if it is already on its way.)
         self._clock.sleep(0.3)
-        self._background.reset()
         self._show("idle")

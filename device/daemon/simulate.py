@@ -1,24 +1,32 @@
 """``palm run --simulate``: the product on the simulated scanner, with shoppers and attacks.
 
 Keys are made in memory for the run, the reference ingest listens on 127.0.0.1 in
-this process (unless --endpoint names another), and time skips the waits: frames
-and back-offs cost nothing, computing costs what it costs.
+this process (unless --endpoint names another). Time is simulated: the scene moves
+only while the scanner waits (for frames, back-offs, the shopper), so a seed always
+gives the same run; the timings printed are a stopwatch's (waits plus the real time
+spent computing, not the time spent rendering frames).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from device import __version__
-from device.clock import SkippingClock
+from device.clock import SimulatedTime
 from device.config import Config
-from device.daemon.loop import ScanLoop, Summary
+from device.daemon.loop import Scan, ScanLoop, Summary
+from device.daemon.notify import Notifier
+from device.daemon.process import harden
+from device.daemon.service import Parts, Service
+from device.daemon.status import StatusServer
 from device.evaluation import sim_flat_field
 from device.ingest.server import Ingest, IngestServer
 from device.protocol.keys import load_device_key, recipient_public
@@ -31,26 +39,60 @@ from device.uplink.uplink import Uplink
 from device.vision.liveness import default_model
 
 LABEL = {"genuine": "bona_fide"}
+log = logging.getLogger(__name__)
 
 
-def run_simulated(
-    config: Config, *, scans: int, seed: int, as_json: bool, endpoint: str | None, out: IO[str] = sys.stdout
-) -> Summary:
-    clock = SkippingClock()
+@dataclass(frozen=True)
+class Options:
+    scans: int
+    seed: int
+    as_json: bool = False
+    endpoint: str | None = None
+    status_port: int | None = None
+    camera_fault_at_s: float | None = None  # the camera stops delivering at this scene time...
+    camera_fault_for_s: float = 3.0  # ...for this long
+    reload: Callable[[], Config] | None = None
+    on_scan: Callable[[Scan], None] = lambda scan: None  # after each answer (benchmarks watch here)
+    quiet: bool = False  # no event lines, only the summary
+    signals: bool = True  # SIGTERM, SIGINT and SIGHUP handled by the service (main thread only)
+    #: called with the service and the simulated scanner before serving (tests reach in here)
+    before_serving: Callable[[Service, SimulatedScanner, SimulatedTime], None] | None = None
+
+
+def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -> Summary:
+    """Serve a scenario of shoppers and attacks on the simulated scanner; print events and a summary."""
+    hardening = harden(allow_swap=True, lock=False)  # simulated frames: swap is no leak here
+    log.info(hardening.describe())
+    clock = SimulatedTime()
     start = clock.monotonic_ns()
-    events = shoppers(seed, 2 * scans + 2, attack_share=0.3)  # more than enough: the run stops at N
+    # More presentations than needed: the run stops after opts.scans answers.
+    events = shoppers(opts.seed, 3 * opts.scans + 5, attack_share=0.3, interactive=True)
     scenario = Scenario(events, start_ns=start)
 
+    origin = [clock.stopwatch_ns()]  # the stopwatch reads 0 when serving begins
+
     def emit(event: dict[str, Any]) -> None:
-        t = (clock.monotonic_ns() - start) / 1e9
+        if event["event"] == "uploaded" and service is not None:
+            service.record_upload("accepted", event["ms"])
+        t = (clock.stopwatch_ns() - origin[0]) / 1e9
         scene, _ = scenario(clock.monotonic_ns())
-        if as_json:
+        if event["event"] == "result":  # the shopper sees the light and takes the hand away
+            scenario.answered(clock.monotonic_ns())
+        if event["event"] == "guidance":  # ...or moves it as the light asks
+            scenario.guided(clock.monotonic_ns(), event["reasons"])
+        if event["event"] == "hand_seen":  # what the simulator put there, for the reader
+            event = {**event, "scene": _kind(scenario, clock)}
+        if opts.quiet:
+            return
+        if opts.as_json:
             out.write(json.dumps({"t_s": round(t, 3), **event}) + "\n")
         else:
             out.write(f"[{t:7.2f} s] {_describe(event, scene.kind if scene else None)}\n")
         out.flush()
 
-    server = None
+    service: Service | None = None
+    server = status = None
+    endpoint = opts.endpoint
     if endpoint is None:
         device_key = Ed25519PrivateKey.generate()
         cloud = X25519PrivateKey.generate()
@@ -77,43 +119,87 @@ def run_simulated(
         )
         uplink = Uplink(endpoint=endpoint, session=session, clock=clock, outbox=Outbox())
         flat = sim_flat_field(config)
-        summary = Summary()
+        model = default_model()
         with SimulatedScanner(config=config, scenes=scenario, clock=clock) as scanner:
-            kind_now: Callable[[], str | None] = lambda: _kind(scenario, clock)  # noqa: E731
-            loop = ScanLoop(
-                config=config,
-                camera=scanner.camera,
-                ring=scanner.ring,
-                indicator=scanner.indicator,
-                clock=clock,
-                sealer=sealer,
-                uplink=uplink,
-                flat=flat,
-                model=default_model(),
-                emit=emit,
-                kind_of_scene=kind_now,
+
+            def make_loop(cfg: Config, tick: Callable[[], None]) -> ScanLoop:
+                return ScanLoop(
+                    config=cfg,
+                    camera=scanner.camera,
+                    ring=scanner.ring,
+                    indicator=scanner.indicator,
+                    clock=clock,
+                    sealer=sealer,
+                    uplink=uplink,
+                    flat=flat,
+                    model=model,
+                    emit=emit,
+                    kind_of_scene=lambda: _kind(scenario, clock),
+                    stopwatch=clock.stopwatch_ns,
+                    tick=tick,
+                )
+
+            parts = Parts(
+                camera=scanner.camera, ring=scanner.ring, indicator=scanner.indicator, uplink=uplink
             )
-            while len(summary.scans) < scans:
-                if not loop.wait_for_hand(
-                    give_up_s=max(5.0, scenario.duration_s - (clock.monotonic_ns() - start) / 1e9 + 2)
-                ):
-                    break
-                scan = loop.scan()
-                if scan.outcome != "left":
-                    summary.scans.append(scan)
+            service = Service(
+                config=config,
+                parts=parts,
+                make_loop=make_loop,
+                clock=clock,
+                reload=opts.reload,
+                on_scan=opts.on_scan,
+                notifier=Notifier(),  # under systemd (or a test's stand-in) the same as the daemon
+            )
+            if opts.status_port is not None:
+                status = StatusServer(service.metrics, opts.status_port).start()
+                log.info("status on http://127.0.0.1:%d/metrics and /healthz", status.port)
+            if opts.camera_fault_at_s is not None:
+                _schedule_camera_fault(scanner, clock, opts.camera_fault_at_s, opts.camera_fault_for_s)
+            if opts.before_serving is not None:
+                opts.before_serving(service, scanner, clock)
+            if opts.signals:
+                service.install_signals()
+            origin[0] = clock.stopwatch_ns()
+            # The scenario ends when its last shopper has gone: stop then, whatever the count.
+            service.serve(scans=opts.scans, until_ns=lambda: start + int((scenario.duration_s + 2) * 1e9))
         uplink.close()
     finally:
+        if status is not None:
+            status.stop()
         if server is not None:
             server.stop()
+    summary = service.summary
     result = summary.as_json()
-    if as_json:
+    m = service.metrics
+    result["camera_restarts"] = m.camera_restarts
+    result["outbox"] = {"depth": len(uplink.outbox), "dropped": dict(uplink.outbox.dropped)}
+    if service.stopped_by:
+        result["stopped_by"] = service.stopped_by
+    if opts.as_json:
         out.write(json.dumps({"summary": result}) + "\n")
     else:
         out.write(_summary_text(result))
+    out.flush()
     return summary
 
 
-def _kind(scenario: Scenario, clock: SkippingClock) -> str | None:
+def _schedule_camera_fault(
+    scanner: SimulatedScanner, clock: SimulatedTime, at_s: float, for_s: float
+) -> None:
+    faults = scanner.camera.faults
+
+    def gone() -> None:
+        faults.camera_gone = True
+        clock.call_later(for_s, back)
+
+    def back() -> None:
+        faults.camera_gone = False
+
+    clock.call_later(at_s, gone)
+
+
+def _kind(scenario: Scenario, clock: SimulatedTime) -> str | None:
     scene, _ = scenario(clock.monotonic_ns())
     if scene is None or scene.kind == "empty":
         return None
@@ -138,6 +224,8 @@ def _describe(event: dict[str, Any], kind: str | None) -> str:
         )
     if e == "upload_failed":
         return f"upload failed: {event['outcome']} ({event['error']})"
+    if e == "false_trigger":
+        return "nothing under the ring after all: learning the empty scene again"
     if e == "result":
         return f"result: {event['outcome'].replace('_', ' ')} after {event['end_to_end_ms']} ms"
     return json.dumps(event)

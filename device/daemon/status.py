@@ -1,0 +1,144 @@
+"""Local status for an operator's monitoring: /healthz and /metrics on 127.0.0.1 only.
+
+/metrics is Prometheus text exposition format 0.0.4: counts and timings, never a
+capture, a score of a particular shopper or anything biometric. /healthz answers
+200 while the scanner can serve shoppers and 503 with the reason while it cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+#: upload latency histogram bounds, seconds
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """What the daemon counts; thread-safe, read by the status server."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.scans: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.uploads: Counter[str] = Counter()
+        self.upload_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.upload_sum_s = 0.0
+        self.camera_restarts = 0
+        self.outbox_depth = 0
+        self.outbox_dropped: Counter[str] = Counter()
+        self.state = "starting"
+        self.fault: str | None = None
+
+    def scan(self, outcome: str, reasons: list[str]) -> None:
+        with self._lock:
+            self.scans[outcome] += 1
+            for r in reasons:
+                self.reasons[r] += 1
+
+    def upload(self, outcome: str, seconds: float) -> None:
+        with self._lock:
+            self.uploads[outcome] += 1
+            i = next((i for i, b in enumerate(LATENCY_BUCKETS) if seconds <= b), len(LATENCY_BUCKETS))
+            self.upload_buckets[i] += 1
+            self.upload_sum_s += seconds
+
+    def set(self, **values: Any) -> None:
+        with self._lock:
+            for k, v in values.items():
+                setattr(self, k, v)
+
+    def exposition(self) -> str:
+        with self._lock:
+            out: list[str] = []
+
+            def family(name: str, kind: str, doc: str) -> None:
+                out.append(f"# HELP {name} {doc}")
+                out.append(f"# TYPE {name} {kind}")
+
+            family("palm_scans_total", "counter", "Scans by outcome.")
+            for k, v in sorted(self.scans.items()):
+                out.append(f'palm_scans_total{{outcome="{k}"}} {v}')
+            family("palm_reject_reasons_total", "counter", "Reasons given for scans not accepted.")
+            for k, v in sorted(self.reasons.items()):
+                out.append(f'palm_reject_reasons_total{{reason="{_label(k)}"}} {v}')
+            family("palm_uploads_total", "counter", "Upload attempts that ended, by outcome.")
+            for k, v in sorted(self.uploads.items()):
+                out.append(f'palm_uploads_total{{outcome="{k}"}} {v}')
+            family("palm_upload_latency_seconds", "histogram", "Time from sealing to the server's answer.")
+            total = 0
+            for bound, n in zip((*LATENCY_BUCKETS, float("inf")), self.upload_buckets, strict=True):
+                total += n
+                le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                out.append(f'palm_upload_latency_seconds_bucket{{le="{le}"}} {total}')
+            out.append(f"palm_upload_latency_seconds_sum {self.upload_sum_s:.6f}")
+            out.append(f"palm_upload_latency_seconds_count {total}")
+            family("palm_outbox_depth", "gauge", "Sealed captures waiting for delivery.")
+            out.append(f"palm_outbox_depth {self.outbox_depth}")
+            family("palm_outbox_dropped_total", "counter", "Sealed captures dropped undelivered, by reason.")
+            for k, v in sorted(self.outbox_dropped.items()):
+                out.append(f'palm_outbox_dropped_total{{reason="{_label(k)}"}} {v}')
+            family("palm_camera_restarts_total", "counter", "Times the camera was reopened after a fault.")
+            out.append(f"palm_camera_restarts_total {self.camera_restarts}")
+            family("palm_up", "gauge", "1 while the scanner can serve shoppers.")
+            out.append(f"palm_up {0 if self.fault else 1}")
+            return "\n".join(out) + "\n"
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            if self.fault:
+                return 503, {"status": "fault", "state": self.state, "fault": self.fault}
+            return 200, {"status": "ok", "state": self.state}
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class StatusServer:
+    """HTTP on 127.0.0.1:port (0: any free port) in a daemon thread."""
+
+    def __init__(self, metrics: Metrics, port: int) -> None:
+        self.metrics = metrics
+        handler = type("Handler", (_Handler,), {"metrics": metrics})
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="status", daemon=True)
+
+    def start(self) -> StatusServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    metrics: Metrics
+    server_version = "palm-status"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        if self.path == "/metrics":
+            self._send(200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.exposition())
+        elif self.path == "/healthz":
+            code, body = self.metrics.health()
+            self._send(code, "application/json", json.dumps(body) + "\n")
+        else:
+            self._send(404, "text/plain; charset=utf-8", "not found: try /healthz or /metrics\n")
+
+    def _send(self, code: int, ctype: str, text: str) -> None:
+        data = text.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # scrapes every few seconds would drown the journal

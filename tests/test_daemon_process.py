@@ -1,0 +1,291 @@
+"""palm run --simulate as a process: nothing written to disk, signals, status, faults, hardening.
+
+The strace run is the proof behind "no pixel at rest": every open for writing, create,
+rename, link or truncate the process tree makes is checked against a short allowlist,
+and the temporary directories must stay empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+PALM = [sys.executable, "-m", "device"]
+ROOT = Path(__file__).resolve().parents[1]
+#: paths the daemon may open for writing: the bit bucket, and its own terminal
+WRITE_ALLOWED = re.compile(r"^/dev/(null|tty|pts/\d+)$")
+WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
+TRACED = (
+    "open,openat,openat2,creat,rename,renameat,renameat2,link,linkat,symlink,symlinkat,"
+    "truncate,ftruncate,mkdir,mkdirat,mknod,mknodat,memfd_create"
+)
+
+
+@pytest.fixture(scope="module")
+def traced_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    if shutil.which("strace") is None:
+        pytest.fail("strace is not installed: .ci/run installs it (apt-get install strace)")
+    base = tmp_path_factory.mktemp("strace")
+    tmp, cwd = base / "tmp", base / "cwd"
+    tmp.mkdir()
+    cwd.mkdir()
+    log = base / "trace.log"
+    shm_before = set(os.listdir("/dev/shm"))
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-y",
+            "-o",
+            str(log),
+            "-e",
+            f"trace={TRACED}",
+            *PALM,
+            "run",
+            "--simulate",
+            "--scans",
+            "20",
+            "--seed",
+            "4",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=cwd,
+        env=env,
+    )
+    return {
+        "proc": proc,
+        "log": log.read_text().splitlines(),
+        "tmp": sorted(tmp.iterdir()),
+        "cwd": sorted(cwd.iterdir()),
+        "shm_new": set(os.listdir("/dev/shm")) - shm_before,
+    }
+
+
+def _written_paths(lines: list[str]) -> list[str]:
+    bad = []
+    for line in lines:
+        m = re.match(r"^\d+\s+(\w+)\((.*)\)\s+=\s+(-?\d+)", line)
+        if not m:
+            continue
+        call, args, result = m.groups()
+        if int(result) < 0:
+            continue  # refused by the kernel: nothing happened
+        if call in ("open", "openat", "openat2"):
+            if not any(flag in args for flag in WRITE_FLAGS):
+                continue
+            path = re.search(r'"([^"]*)"', args)
+            if path and WRITE_ALLOWED.match(path.group(1)):
+                continue
+        elif call == "ftruncate":
+            target = re.match(r"\d+<([^>]*)>", args)
+            if target and target.group(1).startswith(("socket:", "pipe:", "anon_inode:")):
+                continue
+        bad.append(line)
+    return bad
+
+
+def test_simulated_run_writes_nothing_to_disk(traced_run: dict[str, object]) -> None:
+    proc = traced_run["proc"]
+    assert isinstance(proc, subprocess.CompletedProcess)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = traced_run["log"]
+    assert isinstance(lines, list) and any("openat(" in line for line in lines)  # strace saw the run
+    assert _written_paths(lines) == []
+    assert traced_run["tmp"] == [] and traced_run["cwd"] == [] and traced_run["shm_new"] == set()
+
+
+def test_the_write_check_would_catch_a_frame_on_disk() -> None:
+    # The same parser on lines strace prints for writes the daemon must never make.
+    caught = _written_paths(
+        [
+            '12 openat(AT_FDCWD</x>, "/tmp/frame.png", O_WRONLY|O_CREAT|O_TRUNC, 0666) = 3</tmp/frame.png>',
+            '12 rename("/var/lib/a", "/var/lib/b") = 0',
+            "12 ftruncate(5</var/lib/palm/x.npy>, 4096) = 0",
+            '12 openat(AT_FDCWD</x>, "/dev/null", O_RDWR|O_CLOEXEC) = 3</dev/null>',
+            '12 openat(AT_FDCWD</x>, "/etc/passwd", O_RDONLY|O_CLOEXEC) = 3</etc/passwd>',
+        ]
+    )
+    assert len(caught) == 3
+
+
+def test_the_write_check_catches_a_real_write_under_strace(tmp_path: Path) -> None:
+    log = tmp_path / "trace.log"
+    code = "import numpy; numpy.save('frame.npy', numpy.zeros(4))"
+    subprocess.run(
+        ["strace", "-f", "-qq", "-y", "-o", str(log), "-e", f"trace={TRACED}", sys.executable, "-c", code],
+        check=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    caught = _written_paths(log.read_text().splitlines())
+    assert any("frame.npy" in line for line in caught), caught
+
+
+def test_simulated_run_answers_every_shopper_and_rejects_every_attack(traced_run: dict[str, object]) -> None:
+    proc = traced_run["proc"]
+    assert isinstance(proc, subprocess.CompletedProcess)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    summary = lines[-1]["summary"]
+    assert summary["scans"] == 20
+    outcomes = summary["outcomes"]
+    assert outcomes["bona_fide"].get("accepted", 0) >= 1
+    assert set(outcomes["bona_fide"]) <= {"accepted", "try_again"}
+    for kind, counts in outcomes.items():
+        if kind != "bona_fide":
+            assert "accepted" not in counts, (kind, counts)
+    uploaded = sum(1 for line in lines[:-1] if line.get("event") == "uploaded")
+    assert uploaded == outcomes["bona_fide"]["accepted"]
+    assert {"median", "p95"} <= set(summary["timing_ms"]["end_to_end"])
+    assert summary["outbox"] == {"depth": 0, "dropped": {}}
+
+
+class Daemon:
+    """palm run --simulate in the background, its stderr (JSON log lines) collected as they come."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [*PALM, "run", "--simulate", "--json", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+        )
+        self.logs: list[dict[str, object]] = []
+        self.stdout: list[str] = []
+        self._threads = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stdout, False), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _read(self, stream, is_log: bool) -> None:  # type: ignore[no-untyped-def]
+        for line in stream:
+            if is_log:
+                try:
+                    self.logs.append(json.loads(line))
+                except json.JSONDecodeError:
+                    self.logs.append({"msg": line.rstrip()})
+            else:
+                self.stdout.append(line)
+
+    def wait_log(self, pattern: str, timeout: float = 300) -> dict[str, object]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for entry in self.logs:
+                if re.search(pattern, str(entry.get("msg", ""))):
+                    return entry
+            if self.proc.poll() is not None and not any(t.is_alive() for t in self._threads):
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no log line matching {pattern!r}: {self.logs}")
+
+    def finish(self, timeout: float = 120) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            for t in self._threads:
+                t.join(timeout=10)
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
+        return code
+
+
+@pytest.fixture
+def daemon_config(tmp_path: Path) -> Path:
+    text = (ROOT / "config.example.toml").read_text()
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_status_signals_camera_fault_and_hardening(tmp_path: Path, daemon_config: Path) -> None:
+    # systemd's side of sd_notify: a datagram socket the service reports to.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify_path = tmp_path / "notify.sock"
+    notify.bind(str(notify_path))
+    notify.settimeout(0.2)
+    args = ["--scans", "200", "--seed", "6", "--config", str(daemon_config), "--status-port", "0"]
+    d = Daemon(
+        [*args, "--camera-fault", "6:3"],
+        cwd=tmp_path,
+        env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "2000000"},
+    )
+    try:
+        hardening = d.wait_log(r"^process: ")
+        assert "not dumpable, core limit 0" in str(hardening["msg"])
+        limits = Path(f"/proc/{d.proc.pid}/limits").read_text()
+        assert re.search(r"Max core file size\s+0\s+0", limits), limits
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", str(d.wait_log(r"^status on"))).group(1))  # type: ignore[union-attr]
+        base = f"http://127.0.0.1:{port}"
+        d.wait_log(r"^ready")
+        # The camera stops (simulated): a fault on /healthz, then it comes back by itself.
+        d.wait_log(r"^camera fault")
+        d.wait_log(r"^camera back")
+        assert requests.get(base + "/healthz", timeout=5).json()["status"] == "ok"
+        families = {
+            f.name: f for f in text_string_to_metric_families(requests.get(base + "/metrics", timeout=5).text)
+        }
+        assert families["palm_camera_restarts"].samples[0].value >= 1
+        # A bad config on SIGHUP is refused, and the running one kept.
+        daemon_config.write_text(daemon_config.read_text().replace("idle_level = 0.15", "idle_level = 0.9"))
+        d.proc.send_signal(signal.SIGHUP)
+        refused = d.wait_log(r"^config refused")
+        assert "idle_level" in str(refused["reason"])
+        # A good one is taken, and says what changed.
+        daemon_config.write_text(daemon_config.read_text().replace("idle_level = 0.9", "idle_level = 0.1"))
+        d.proc.send_signal(signal.SIGHUP)
+        reloaded = d.wait_log(r"^config reloaded")
+        assert reloaded["applied"] == ["leds.idle_level"] and reloaded["after_restart"] == []
+        d.proc.send_signal(signal.SIGTERM)
+    finally:
+        code = d.finish()
+    assert code == 0
+    told: list[str] = []
+    while True:
+        try:
+            told.append(notify.recv(4096).decode())
+        except TimeoutError:
+            break
+    notify.close()
+    assert told[0].startswith("READY=1") and "WATCHDOG=1" in told and told[-1] == "STOPPING=1"
+    assert any(m.startswith("STATUS=fault: camera") for m in told)
+    summary = json.loads(d.stdout[-1])["summary"]
+    assert summary["stopped_by"] == "SIGTERM" and summary["camera_restarts"] >= 1
+    assert not any("Traceback" in str(e.get("msg")) for e in d.logs)
+    # and nothing else was written where it ran
+    assert sorted(tmp_path.iterdir()) == sorted([daemon_config, notify_path])
+
+
+def test_killed_daemon_leaves_no_core_file(tmp_path: Path) -> None:
+    d = Daemon(["--scans", "50"], cwd=tmp_path)
+    try:
+        d.wait_log(r"^ready")
+        d.proc.send_signal(signal.SIGSEGV)  # a crash: the kernel would write a core here
+    finally:
+        code = d.finish()
+    assert code == -signal.SIGSEGV
+    assert list(tmp_path.iterdir()) == []
