@@ -228,7 +228,7 @@ class SceneRenderer:
 
     def __init__(self, optics: Optics) -> None:
         self.optics = optics
-        self._key: tuple[int, tuple[float, ...]] | None = None
+        self._key: tuple[Scene, tuple[float, ...]] | None = None
         self._cached: tuple[render.Geometry, np.ndarray, np.ndarray] | None = None
         self.casts = 0
 
@@ -274,8 +274,15 @@ class SceneRenderer:
     def _cast(
         self, scene: Scene, t: float, gains: tuple[float, ...], where: tuple[float, float, float]
     ) -> tuple[render.Geometry, np.ndarray, np.ndarray]:
-        key = (id(scene), gains)
-        if self._cached is not None and self._key == key:
+        # The scene itself, not its id(): a scenario replaces scenes as shoppers are guided, and a
+        # new scene can get a freed one's id, which would bring back another object's geometry.
+        key = (scene, gains)
+        if (
+            self._cached is not None
+            and self._key is not None
+            and self._key[0] is scene
+            and self._key[1] == gains
+        ):
             anchor = self._cached[0].anchor
             assert anchor is not None
             if math.dist(anchor, where) < self.REUSE_MM:

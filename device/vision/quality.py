@@ -18,8 +18,11 @@ from device.vision import reasons as R
 from device.vision.roi import CROP_PX, Hand
 from device.vision.scales import Scales
 
-#: palm inscribed radius as a fraction of the frame width: nearer than this is too close
-RADIUS_MIN, RADIUS_MAX = 0.10, 0.33
+#: palm inscribed radius as a fraction of the frame width: nearer than this is too close. Farther
+#: than RADIUS_MIN (about 160 mm for a mid-sized palm), the ring's sectors light it from nearly
+#: the same direction and photometric stereo loses the palm's relief: live palms were refused
+#: there, so the shopper is guided nearer instead.
+RADIUS_MIN, RADIUS_MAX = 0.13, 0.33
 #: palm centre offset as a fraction of the frame size
 OFF_CENTRE_MAX = 0.28
 #: grey levels of the palm in the flood frame
