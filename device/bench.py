@@ -22,7 +22,7 @@ from device.sim.scene import make_scene
 from device.sim.sheet import render_burst
 from device.vision import liveness as L
 from device.vision import presence, quality
-from device.vision.pipeline import analyse_burst, lit_image
+from device.vision.pipeline import analyse_burst
 from device.vision.roi import Hand, segment
 
 
@@ -53,7 +53,7 @@ def run_bench(config: Config, *, runs: int = 50) -> dict[str, Any]:
         rendered = render_burst(config, make_scene("genuine", 50_000 + i), names, exposure_us=2500, gain=2.0)
         frames = {f.leds or "": f.pixels for f in rendered}
         flood = frames[patterns.FLOOD]
-        lit = lit_image(frames)
+        lit = L.lit_frames(frames)[patterns.FLOOD]
         hand = segment(lit)
         if hand is None:
             continue

@@ -14,7 +14,8 @@ from device.sim.scene import Scenario, fixed, make_scene, shoppers
 from device.sim.sheet import render_burst
 from device.vision import presence
 from device.vision import reasons as R
-from device.vision.pipeline import analyse_burst, lit_image
+from device.vision.liveness import lit_frames
+from device.vision.pipeline import analyse_burst
 from device.vision.roi import CROP_PX, segment
 
 ALL = patterns.all_patterns(4)
@@ -81,7 +82,7 @@ def test_segmentation_finds_the_palm_and_the_crop_is_normalised(config: Config) 
     for seed in range(5):
         scene = make_scene("genuine", 300 + seed, motion="still")
         f = frames_of(config, "genuine", 300 + seed, motion="still")
-        hand = segment(lit_image(f))
+        hand = segment(lit_frames(f)[patterns.FLOOD])
         assert hand is not None and hand.blobs == 1
         pose = scene.objects[0].pose
         # The palm centre projects where the pose puts it (within a fifth of the palm radius).

@@ -145,6 +145,9 @@ class Service:
                     continue
                 self.summary.scans.append(scan)
                 self.metrics.scan(scan.outcome, scan.reasons)
+                if "uploading" in scan.stages_ms:  # sealed and sent: delivered, or why not
+                    why = "accepted" if scan.outcome == "accepted" else (scan.reasons or ["failed"])[0]
+                    self.metrics.upload(why, scan.stages_ms["uploading"] / 1000)
                 self._on_scan(scan)
                 if scans is not None and len(self.summary.scans) >= scans:
                     break
@@ -195,8 +198,7 @@ class Service:
                 log.warning("camera still failing", extra={"fault": str(e), "next_try_s": wait * factor})
                 wait = min(wait * factor, longest)
                 continue
-            with self.metrics._lock:
-                self.metrics.camera_restarts += 1
+            self.metrics.camera_restarted()
             log.info("camera back", extra={"restarts": self.metrics.camera_restarts})
             self.parts.indicator.show(**LIGHTS["idle"])
             self._became_ready()
@@ -215,9 +217,6 @@ class Service:
             for d in uplink.flush(budget_s=0.5):
                 self.metrics.upload(d.outcome, d.elapsed_ms / 1000)
         self.metrics.set(outbox_depth=len(uplink.outbox), outbox_dropped=uplink.outbox.dropped.copy())
-
-    def record_upload(self, outcome: str, ms: float) -> None:
-        self.metrics.upload(outcome, ms / 1000)
 
     # -- reload and shutdown -------------------------------------------------------------------
 

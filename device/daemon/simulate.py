@@ -72,8 +72,6 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
     origin = [clock.stopwatch_ns()]  # the stopwatch reads 0 when serving begins
 
     def emit(event: dict[str, Any]) -> None:
-        if event["event"] == "uploaded" and service is not None:
-            service.record_upload("accepted", event["ms"])
         t = (clock.stopwatch_ns() - origin[0]) / 1e9
         scene, _ = scenario(clock.monotonic_ns())
         if event["event"] == "result":  # the shopper sees the light and takes the hand away

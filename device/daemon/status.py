@@ -46,6 +46,10 @@ class Metrics:
             self.upload_buckets[i] += 1
             self.upload_sum_s += seconds
 
+    def camera_restarted(self) -> None:
+        with self._lock:
+            self.camera_restarts += 1
+
     def set(self, **values: Any) -> None:
         with self._lock:
             for k, v in values.items():

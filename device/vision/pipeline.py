@@ -6,6 +6,7 @@ verdict out. The daemon, ``palm check`` and ``palm eval`` all call this.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,15 @@ from device.vision.scales import Scales
 _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks")
 
 
+def _new_worker() -> None:
+    # A forked child (palm eval's workers) inherits the executor but not its thread.
+    global _WORKER  # noqa: PLW0603 - one executor per process, replaced only after fork
+    _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks")
+
+
+os.register_at_fork(after_in_child=_new_worker)
+
+
 @dataclass(frozen=True, eq=False)
 class Verdict:
     hand: Hand | None
@@ -33,14 +43,6 @@ class Verdict:
     @property
     def accepted(self) -> bool:
         return self.quality.ok and self.liveness is not None and self.liveness.live
-
-
-def lit_image(frames: Mapping[str, np.ndarray], role: str = patterns.FLOOD) -> np.ndarray:
-    """A pattern's frame minus the ambient frame: only the ring's light (sunlight subtracted)."""
-    img = frames[role].astype(np.float32)
-    if patterns.AMBIENT in frames:
-        img = np.maximum(img - frames[patterns.AMBIENT].astype(np.float32), 0)
-    return img
 
 
 def analyse_burst(
