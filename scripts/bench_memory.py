@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         "growth_since_scan_100_mb": round(samples[-1] - at100, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "seconds": round(time.monotonic() - started),
+        # what the scans were, so a memory figure is never read without the run behind it
+        "outcomes": summary.as_json()["outcomes"],
+        "end_to_end_ms": summary.as_json()["timing_ms"]["end_to_end"],
     }
     if args.json:
         print(json.dumps(result))

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,27 @@ def test_notifier_sends_ready_status_and_watchdog(notify_socket) -> None:
     assert sock.recv(1024).decode().split("\n") == ["READY=1", "STATUS=serving shoppers"]
     n.watchdog()
     assert sock.recv(1024) == b"WATCHDOG=1"
+
+
+def test_notifier_never_blocks_on_a_supervisor_that_does_not_read(notify_socket, tmp_path: Path) -> None:
+    # A unix datagram queue holds a few messages (net.unix.max_dgram_qlen); the test run
+    # that hung sent watchdog pings to a socket nobody read.
+    path, sock = notify_socket
+    n = Notifier({"NOTIFY_SOCKET": str(path)})
+    done = threading.Event()
+
+    def flood() -> None:
+        for _ in range(2000):
+            n.watchdog()
+        done.set()
+
+    threading.Thread(target=flood, daemon=True).start()
+    assert done.wait(10), "a full notify socket blocked the daemon"
+    assert n.dropped > 0
+    assert sock.recv(1024) == b"WATCHDOG=1"  # what fitted was delivered
+    gone = Notifier({"NOTIFY_SOCKET": str(tmp_path / "no-such-socket")})
+    gone.ready("x")  # no supervisor there: counted, not raised
+    assert gone.dropped == 1
 
 
 def test_notifier_is_silent_outside_systemd_and_for_another_pid() -> None:

@@ -139,11 +139,6 @@ def test_simulated_run_answers_shoppers_and_delivers_what_it_accepts(traced_run:
     assert summary["outbox"] == {"depth": 0, "dropped": {}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (issue #5, open): in the scan loop some attacks pass and some palms are "
-    "refused that palm eval judges right in isolation (seed 4: a flat print, a print with veins)",
-)
 def test_simulated_run_rejects_every_attack_and_no_shopper(traced_run: dict[str, object]) -> None:
     proc = traced_run["proc"]
     assert isinstance(proc, subprocess.CompletedProcess)
@@ -196,9 +191,14 @@ class Daemon:
             time.sleep(0.05)
         raise AssertionError(f"no log line matching {pattern!r}: {self.logs}")
 
-    def finish(self, timeout: float = 120) -> int:
+    def finish(self, timeout: float = 120, *, failed: bool = False) -> int:
+        """Wait for the exit (killing it at once when the test already failed)."""
         try:
-            code = self.proc.wait(timeout=timeout)
+            code = self.proc.wait(timeout=1 if failed else timeout)
+        except subprocess.TimeoutExpired:
+            if not failed:
+                raise
+            code = -signal.SIGKILL
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -219,23 +219,42 @@ def daemon_config(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known failure (issue #5, open): this run failed in the last fresh-clone CI and was "
-    "not diagnosed before the session ended; each part it checks works in the unit tests",
-)
 def test_status_signals_camera_fault_and_hardening(tmp_path: Path, daemon_config: Path) -> None:
     # systemd's side of sd_notify: a datagram socket the service reports to.
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify_path = tmp_path / "notify.sock"
-    notify.bind(str(notify_path))
-    notify.settimeout(0.2)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify_path = tmp_path / "notify.sock"
+        notify.bind(str(notify_path))
+        notify.settimeout(0.2)
+        told: list[str] = []
+        reading = threading.Event()
+        reading.set()
+
+        def read() -> None:  # as systemd does: read each notification as it comes
+            while reading.is_set():
+                try:
+                    told.append(notify.recv(4096).decode())
+                except TimeoutError:
+                    continue
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            _status_signals_camera_fault_and_hardening(tmp_path, daemon_config, notify_path, told)
+        finally:
+            reading.clear()
+            reader.join(timeout=5)
+
+
+def _status_signals_camera_fault_and_hardening(
+    tmp_path: Path, daemon_config: Path, notify_path: Path, told: list[str]
+) -> None:
     args = ["--scans", "40", "--seed", "6", "--config", str(daemon_config), "--status-port", "0"]
     d = Daemon(
         [*args, "--camera-fault", "6:3"],
         cwd=tmp_path,
         env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "2000000"},
     )
+    ok = False
     try:
         hardening = d.wait_log(r"^process: ")
         assert "not dumpable, core limit 0" in str(hardening["msg"])
@@ -263,17 +282,14 @@ def test_status_signals_camera_fault_and_hardening(tmp_path: Path, daemon_config
         reloaded = d.wait_log(r"^config reloaded")
         assert reloaded["applied"] == ["leds.idle_level"] and reloaded["after_restart"] == []
         d.proc.send_signal(signal.SIGTERM)
+        ok = True
     finally:
-        code = d.finish()
+        code = d.finish(failed=not ok)
     assert code == 0
-    told: list[str] = []
-    while True:
-        try:
-            told.append(notify.recv(4096).decode())
-        except TimeoutError:
-            break
-    notify.close()
-    assert told[0].startswith("READY=1") and "WATCHDOG=1" in told and told[-1] == "STOPPING=1"
+    time.sleep(0.5)  # the last notifications on their way to the reader
+    # Watchdog pings may come from the start; READY=1 before any other news, STOPPING=1 last.
+    news = [m for m in told if m != "WATCHDOG=1"]
+    assert news[0].startswith("READY=1") and "WATCHDOG=1" in told and told[-1] == "STOPPING=1"
     assert any(m.startswith("STATUS=fault: camera") for m in told)
     summary = json.loads(d.stdout[-1])["summary"]
     assert summary["stopped_by"] == "SIGTERM" and summary["camera_restarts"] >= 1

@@ -160,12 +160,17 @@ class ScanLoop:
         self._indicator.show(**LIGHTS.get(what, LIGHTS["guide"]))
 
     def _watch(self) -> presence.Presence:
+        """One presence decision: a frame with the ring glowing dim, then one with it dark."""
         self._tick()
-        frame = self._camera.preview()
+        lit = self._camera.preview(not_before_ns=self._ring.dim(self._cfg.leds.idle_level))
         try:
-            return presence.detect(frame.pixels, self._background, self._last)
+            dark = self._camera.preview(not_before_ns=self._ring.dim(0.0))
+            try:
+                return presence.detect(lit.pixels, dark.pixels, self._background, self._last)
+            finally:
+                dark.wipe()
         finally:
-            frame.wipe()
+            lit.wipe()
 
     def wait_for_hand(self, *, give_up_s: float | None = None) -> bool:
         """Idle: the ring glows dim and the presence stream is watched until a hand is there."""

@@ -7,14 +7,18 @@ absent and every call does nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Mapping
+
+log = logging.getLogger(__name__)
 
 
 class Notifier:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
+        self.dropped = 0  # notifications the supervisor's socket did not take
         path = env.get("NOTIFY_SOCKET", "")
         self._address: str | bytes | None = None
         if path.startswith("@"):
@@ -35,9 +39,17 @@ class Notifier:
         if self._address is None:
             return
         text = "\n".join(f"{k.upper()}={v}" for k, v in fields.items())
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.connect(self._address)
-            s.sendall(text.encode())
+        # Never blocking the scanner on its supervisor: a full queue (nobody reading) drops the
+        # message; systemd reading nothing restarts the service anyway, by its watchdog.
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+                s.setblocking(False)
+                s.connect(self._address)
+                s.send(text.encode())
+        except OSError as e:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("systemd notification not delivered", extra={"error": str(e)})
 
     def ready(self, status: str) -> None:
         self.send(ready="1", status=status)

@@ -6,6 +6,7 @@ A scene is reproducible from its kind and seed. Poses are in the camera frame
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -235,15 +236,33 @@ def fixed(scene: Scene | None, start_ns: int = 0) -> SceneSource:
     return lambda t_ns: (scene, (t_ns - start_ns) / 1e9)
 
 
-@dataclass(frozen=True, eq=False)
 class Event:
-    """One presentation: the scene arrives at ``start_s``, stays ``dwell_s``, then leaves."""
+    """One presentation: the scene arrives at ``start_s``, stays ``dwell_s``, then leaves.
 
-    start_s: float
-    dwell_s: float
-    scene: Scene
+    The scene may be given as a function that builds it: it is then built when first
+    looked at, so a long scenario holds only the scenes near its present.
+    """
+
+    __slots__ = ("_build", "_scene", "dwell_s", "start_s")
 
     LEAVING_S = 0.6  # the object is out of view this long after it starts to leave
+
+    def __init__(self, start_s: float, dwell_s: float, scene: Scene | Callable[[], Scene]) -> None:
+        self.start_s = start_s
+        self.dwell_s = dwell_s
+        self._scene: Scene | None = scene if isinstance(scene, Scene) else None
+        self._build: Callable[[], Scene] | None = None if isinstance(scene, Scene) else scene
+
+    @property
+    def scene(self) -> Scene:
+        if self._scene is None:
+            assert self._build is not None
+            self._scene, self._build = self._build(), None
+        return self._scene
+
+    def later(self, shift_s: float) -> Event:
+        """The same presentation ``shift_s`` later (its scene still unbuilt if it was)."""
+        return Event(self.start_s + shift_s, self.dwell_s, self._scene or self._build)  # type: ignore[arg-type]
 
     @property
     def end_s(self) -> float:
@@ -257,12 +276,18 @@ class Scenario:
     next (or, after the last, the previous) presentation.
     """
 
+    #: presentations that ended longer ago than this are forgotten, s
+    KEEP_PAST_S = 5.0
+
     def __init__(self, events: list[Event], *, start_ns: int) -> None:
         self.events = sorted(events, key=lambda e: e.start_s)
         self.start_ns = start_ns
 
     def __call__(self, t_ns: int) -> tuple[Scene | None, float]:
         t = (t_ns - self.start_ns) / 1e9
+        # Presentations long over are let go (time runs forward); the last stays for its light.
+        while len(self.events) > 1 and self.events[0].end_s < t - self.KEEP_PAST_S:
+            del self.events[0]
         lit_by: Scene | None = None
         for event in self.events:
             if t < event.start_s:
@@ -302,7 +327,7 @@ class Scenario:
                 self.events[i] = Event(event.start_s, dwell, _leaving_at(event.scene, dwell))
                 for j in range(i + 1, len(self.events)):
                     e = self.events[j]
-                    self.events[j] = Event(e.start_s + shift, e.dwell_s, e.scene)
+                    self.events[j] = e.later(shift)
                 return
 
     #: how far a shopper moves the hand when the light says too close or too far, mm
@@ -378,7 +403,8 @@ def shoppers(
         # Patience: how long this shopper holds the hand out at most; an answer sends it away sooner
         # (Scenario.answered).
         dwell = float(rng.uniform(8.0, 12.0)) if interactive else float(rng.uniform(2.0, 4.0))
-        scene = make_scene(
+        scene = functools.partial(
+            make_scene,
             kind,
             seed * 100_003 + i,
             motion="approach",
@@ -386,6 +412,6 @@ def shoppers(
             condition=condition,
             light_seed=seed,
         )
-        events.append(Event(start_s=t, dwell_s=dwell, scene=scene))
+        events.append(Event(t, dwell, scene))  # built when the scenario reaches it
         t += dwell + Event.LEAVING_S + float(rng.uniform(0.8, 2.5))
     return events

@@ -1,8 +1,14 @@
 """Noticing a hand on the presence stream, and guiding it, for a fraction of a millisecond a frame.
 
-With the ring dim, a hand 10 to 20 cm away is lit far more than anything beyond
-it (inverse square), so it stands out from a slowly updated picture of the empty
-scene. The frame is reduced to 160 pixels across first: presence needs no detail.
+The presence stream alternates two frames: the ring glowing dim, and the ring dark.
+Their difference is the ring's own light coming back, and by the inverse square law
+only something near the scanner returns any: a hand 6 to 25 cm away stands out
+whatever the shop's light does, and the ceiling, the shopper's face or a window
+behind do not (a hand lit by the shop as brightly as the ceiling behind it would be
+invisible to a single frame). The dark frame is also compared with a slowly learned
+picture of the empty scene, for what returns no ring light but changes the view (a
+phone's screen shines by itself). The frames are reduced to 160 pixels across first:
+presence needs no detail.
 """
 
 from __future__ import annotations
@@ -16,13 +22,20 @@ import numpy as np
 from device.vision import reasons as R
 
 WORK_W = 160
-#: grey levels above the empty scene that count as "something there"
+#: grey levels of ring light returned (lit minus dark frame) that count as "something near"
+ACTIVE_LEVEL = 5
+#: grey levels the dark frame differs from the empty scene to count as "something changed"
 DIFF_LEVEL = 12
-#: share of the frame a hand covers at the nearest and farthest useful distance
-AREA_MIN, AREA_MAX = 0.05, 0.75
-#: guidance: blob centre offset (fraction of the frame) and movement (fraction per frame)
+#: share of the frame that must be near or changed to count as a hand; below EMPTY_AREA the
+#: scene is empty and is learned
+PRESENT_AREA, EMPTY_AREA = 0.025, 0.005
+#: share of the frame a hand returns ring light from at the farthest and nearest useful
+#: distance (about 180 mm and 60 mm for a mid-sized hand)
+AREA_MIN, AREA_MAX = 0.2, 0.8
+#: guidance: blob centre offset (fraction of the frame) and movement (fraction per frame pair)
 OFF_CENTRE = 0.2
-MOVING = 0.02
+MOVING = 0.05
+_OPEN = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
 
 
 @dataclass(frozen=True)
@@ -66,20 +79,22 @@ def reduce(frame: np.ndarray) -> np.ndarray:
     return cv2.resize(frame, (WORK_W, max(1, h * WORK_W // w)), interpolation=cv2.INTER_AREA)
 
 
-def detect(frame: np.ndarray, background: Background, previous: Presence | None = None) -> Presence:
-    """Is a hand over the scanner, and what should it do? Learns the background while empty."""
-    small = reduce(frame)
-    if background.image is None or not background.warm:
-        background.update(small)
-        return Presence(False, 0.0, (0.5, 0.5), [R.NO_HAND])
-    assert background.image is not None
-    diff = cv2.absdiff(small.astype(np.float32), background.image)
-    mask = (diff > DIFF_LEVEL).astype(np.uint8)
+def detect(
+    lit: np.ndarray, dark: np.ndarray, background: Background, previous: Presence | None = None
+) -> Presence:
+    """Is a hand over the scanner, and what should it do? ``lit``: a frame with the ring dim,
+    ``dark``: the next with the ring off. Learns the empty scene (from dark frames) while empty."""
+    dark_small = reduce(dark)
+    near = (cv2.subtract(reduce(lit), dark_small) > ACTIVE_LEVEL).view(np.uint8)
+    if background.image is not None and background.warm:
+        diff = cv2.absdiff(dark_small.astype(np.float32), background.image)
+        near |= (diff > DIFF_LEVEL).view(np.uint8)
+    mask = cv2.morphologyEx(near, cv2.MORPH_OPEN, _OPEN)  # single noisy pixels are nobody
     m = cv2.moments(mask, binaryImage=True)
     area = m["m00"] / mask.size
-    if area < 0.025:
-        if area < 0.005:  # learn only from a clearly empty scene, never from a hand half gone
-            background.update(small)
+    if area < EMPTY_AREA:  # learn only from a clearly empty scene, never from a hand half gone
+        background.update(dark_small)
+    if area < PRESENT_AREA:
         return Presence(False, area, (0.5, 0.5), [R.NO_HAND])
     h, w = mask.shape
     cx, cy = m["m10"] / m["m00"] / w, m["m01"] / m["m00"] / h
