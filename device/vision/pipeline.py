@@ -53,54 +53,48 @@ def analyse_burst(
     flat: FlatField | None,
     model: L.Model | None,
 ) -> Verdict:
+    sectors = [r for r in frames if r.startswith("sector-")]
+    raw = frames[patterns.FLOOD]
+    # Work on the ring's light runs beside the main line (OpenCV and numpy let go of the GIL):
+    # subtracting the ambient frame and the motion across the burst while the hand is found,
+    # then the shape cues while the palm's texture is measured. A burst's checks use two cores.
+    lit_work = _WORKER.submit(_lit_and_motion, frames, sectors)
+    if raw.dtype == np.uint8 and patterns.AMBIENT in frames:
+        hand = segment(cv2.subtract(raw, frames[patterns.AMBIENT]))  # the lit flood, in 8 bits
+        lit, moved = lit_work.result()
+    else:
+        lit, moved = lit_work.result()
+        hand = segment(lit[patterns.FLOOD])
+    flood = lit[patterns.FLOOD]
+    if hand is None:
+        return Verdict(None, Q.assess(frame=raw, crop=flood, hand=None), None)
+    live_too = flat is not None and model is not None and bool(sectors) and patterns.AMBIENT in frames
+    shape_work = (
+        _WORKER.submit(L.shape_cues, frames, lit, hand, flat, exposure_us=exposure_us, gain=gain)
+        if live_too and flat is not None
+        else None
+    )
+    texture = Scales(Q.crop(flood, hand))
+    texture_cues = L.texture_cues(texture) if live_too else {}
+    quality = Q.assess(frame=raw, crop=texture, hand=hand, moved_px=moved)
+    live = None
+    if shape_work is not None:
+        assert model is not None
+        live = L.assess({**shape_work.result(), **texture_cues}, model)
+    return Verdict(hand, quality, live)
+
+
+def _lit_and_motion(
+    frames: Mapping[str, np.ndarray], sectors: list[str]
+) -> tuple[dict[str, np.ndarray], float]:
+    """The ring's light alone in each frame (minus the ambient frame), and the motion across the burst."""
     if patterns.AMBIENT in frames:
         lit = L.lit_frames(frames)
     else:
         lit = {role: img.astype(np.float32) for role, img in frames.items()}
-    flood = lit[patterns.FLOOD]
-    raw = frames[patterns.FLOOD]
-    if raw.dtype == np.uint8 and patterns.AMBIENT in frames:
-        hand = segment(cv2.subtract(raw, frames[patterns.AMBIENT]))  # the same image, in 8 bits
-    else:
-        hand = segment(flood)
-    if hand is None:
-        return Verdict(None, Q.assess(frame=frames[patterns.FLOOD], crop=flood, hand=None), None)
-    sectors = [r for r in frames if r.startswith("sector-")]
-    # The work on the ring's light (motion across the burst, the shape cues) runs beside the
-    # texture work (OpenCV and numpy let go of the GIL): a burst's checks use two cores.
-    live_too = flat is not None and model is not None and bool(sectors) and patterns.AMBIENT in frames
-    ring_work = _WORKER.submit(
-        _ring_light, frames, lit, hand, sectors, flat if live_too else None, exposure_us, gain
-    )
-    texture = Scales(Q.crop(flood, hand))
-    texture_cues = L.texture_cues(texture) if live_too else {}
-    moved, shape = ring_work.result()
-    quality = Q.assess(frame=frames[patterns.FLOOD], crop=texture, hand=hand, moved_px=moved)
-    live = None
-    if shape is not None:
-        assert model is not None
-        live = L.assess({**shape, **texture_cues}, model)
-    return Verdict(hand, quality, live)
-
-
-def _ring_light(
-    frames: Mapping[str, np.ndarray],
-    lit: Mapping[str, np.ndarray],
-    hand: Hand,
-    sectors: list[str],
-    flat: FlatField | None,
-    exposure_us: int,
-    gain: float,
-) -> tuple[float, dict[str, float] | None]:
-    """Motion across the burst, and the shape cues where a flat field is given."""
-    moved = 0.0
-    flood = lit[patterns.FLOOD]
-    if sectors:
-        # The sector frames together light the palm like the flood frame, a few frames later.
-        moved = Q.motion_px(flood, [lit[r] for r in sectors])
-    if flat is None:
-        return moved, None
-    return moved, L.shape_cues(frames, lit, hand, flat, exposure_us=exposure_us, gain=gain)
+    # The sector frames together light the palm like the flood frame, a few frames later.
+    moved = Q.motion_px(lit[patterns.FLOOD], [lit[r] for r in sectors]) if sectors else 0.0
+    return lit, moved
 
 
 def analyse_frame(frame: np.ndarray) -> Verdict:
