@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.vision.quality import CLIP_LEVEL, exposure
+from device.vision.roi import _percentile
 from device.vision.scales import Scales
 
 
@@ -33,6 +34,18 @@ def test_exposure_from_the_histogram_matches_numpy_percentiles(
     assert got["p50"] == p50
     assert abs(got["range"] - (p99 - p1)) < 1e-9
     assert abs(got["clipped"] - float(np.mean(values >= CLIP_LEVEL))) < 1e-6
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    q=st.floats(0, 100),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_segmentations_percentile_by_partial_sort_is_numpys(h: int, w: int, q: float, seed: int) -> None:
+    img = (np.random.default_rng(seed).random((h, w)) * 255).astype(np.float32)
+    assert np.isclose(_percentile(img, q), float(np.percentile(img, q)), rtol=1e-5, atol=1e-4)
 
 
 def test_wide_blurs_through_the_pyramid_keep_the_vein_band() -> None:

@@ -68,7 +68,7 @@ def segment(lit: np.ndarray, *, min_area_fraction: float = 0.02) -> Hand | None:
     h, w = img.shape
     small = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (0, 0), 2).astype(np.float32, copy=False)
-    top = float(np.percentile(small[::2, ::2], 99.5))  # a quarter of the pixels: the same level
+    top = _percentile(small[::2, ::2], 99.5)  # a quarter of the pixels: the same level
     if top <= 4:
         return None
     u8 = cv2.convertScaleAbs(small, alpha=255.0 / top)  # scaled, rounded and saturated to 8 bits
@@ -126,6 +126,22 @@ def segment(lit: np.ndarray, *, min_area_fraction: float = 0.02) -> Hand | None:
     )
 
 
+def _percentile(img: np.ndarray, q: float) -> float:
+    """numpy's default (linear) percentile, by partial sorting: a fraction of the time."""
+    v = img.ravel()
+    pos = q / 100 * (v.size - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, v.size - 1)
+    part = np.partition(v, [lo, hi])
+    return float(part[lo] + (pos - lo) * (part[hi] - part[lo]))
+
+
+_CIRCLE_N = 180
+_CIRCLE_ANGLES = np.linspace(0, 2 * np.pi, _CIRCLE_N, endpoint=False)
+_CIRCLE_K = np.array([[1.5], [1.7], [1.9]])  # radii of the circles, in palm radii
+_CIRCLE_COS, _CIRCLE_SIN = np.cos(_CIRCLE_ANGLES), np.sin(_CIRCLE_ANGLES)
+
+
 def _orientation(mask: np.ndarray, centre: tuple[float, float], r: float) -> tuple[float, int, float]:
     """Angle that turns the fingers up, how many fingers stand out, and how much of the ring was seen.
 
@@ -133,17 +149,17 @@ def _orientation(mask: np.ndarray, centre: tuple[float, float], r: float) -> tup
     arcs and the wrist (or the arm running off the frame) as the widest one; the
     fingers lie opposite the wrist.
     """
-    n = 180
-    angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    n, angles = _CIRCLE_N, _CIRCLE_ANGLES
     best: tuple[float, int, float] = (0.0, 0, 0.0)
-    for k in (1.5, 1.7, 1.9):
-        fx = centre[0] + k * r * np.cos(angles)
-        fy = centre[1] + k * r * np.sin(angles)
-        seen = (fx >= 0) & (fx < mask.shape[1]) & (fy >= 0) & (fy < mask.shape[0])
-        xs = np.clip(fx.astype(int), 0, mask.shape[1] - 1)
-        ys = np.clip(fy.astype(int), 0, mask.shape[0] - 1)
-        # Off the frame counts as hand for finding the wrist (the arm runs on), not for fingers.
-        inside = (mask[ys, xs] > 0) | ~seen
+    # The three circles sampled at once: (3, n) points.
+    fx = centre[0] + r * _CIRCLE_K * _CIRCLE_COS
+    fy = centre[1] + r * _CIRCLE_K * _CIRCLE_SIN
+    seen_all = (fx >= 0) & (fx < mask.shape[1]) & (fy >= 0) & (fy < mask.shape[0])
+    xs = np.clip(fx.astype(int), 0, mask.shape[1] - 1)
+    ys = np.clip(fy.astype(int), 0, mask.shape[0] - 1)
+    # Off the frame counts as hand for finding the wrist (the arm runs on), not for fingers.
+    inside_all = (mask[ys, xs] > 0) | ~seen_all
+    for seen, inside in zip(seen_all, inside_all, strict=True):
         if inside.all() or not inside.any():
             continue
         start = int(np.argmin(inside))  # begin at a gap, so arcs do not wrap
