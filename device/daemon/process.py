@@ -9,6 +9,7 @@ paged out to a swap partition is a palm print on disk.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from device.errors import ScannerError
 
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 PR_SET_DUMPABLE = 4
 PR_GET_DUMPABLE = 3
 MCL_CURRENT, MCL_FUTURE = 1, 2
@@ -85,7 +87,17 @@ def map_large_buffers(threshold: int = 128 * 1024) -> bool:
     frames from a heap that only grows: resident memory creeps up scan after scan, and
     freed frame memory lingers in the process. A fixed threshold keeps memory flat.
     """
-    return bool(_libc().mallopt(M_MMAP_THRESHOLD, threshold))
+    libc = _libc()
+    # Few heaps: every thread (checks, uplink, status) would otherwise get its own arena,
+    # each holding freed memory of its own.
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(M_ARENA_MAX, 2))
+
+
+def trim_heap() -> None:
+    """Give the heap's free pages back to the kernel (glibc's malloc_trim), after each scan:
+    what a scan allocated and freed in small pieces does not stay resident."""
+    with contextlib.suppress(AttributeError):  # a libc without it (musl): nothing to do
+        _libc().malloc_trim(0)
 
 
 def harden(*, allow_swap: bool, lock: bool = True, proc_swaps: Path = Path("/proc/swaps")) -> Hardening:

@@ -31,6 +31,7 @@ from device.clock import Clock
 from device.config import Config
 from device.daemon.loop import LIGHTS, Scan, ScanLoop, Summary
 from device.daemon.notify import Notifier
+from device.daemon.process import trim_heap
 from device.daemon.status import Metrics
 from device.errors import CameraError, ConfigError
 from device.hardware.camera import Camera
@@ -148,6 +149,7 @@ class Service:
                 if "uploading" in scan.stages_ms:  # sealed and sent: delivered, or why not
                     why = "accepted" if scan.outcome == "accepted" else (scan.reasons or ["failed"])[0]
                     self.metrics.upload(why, scan.stages_ms["uploading"] / 1000)
+                trim_heap()
                 self._on_scan(scan)
                 if scans is not None and len(self.summary.scans) >= scans:
                     break
