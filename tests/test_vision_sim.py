@@ -91,7 +91,7 @@ def test_presence_guides_distance_and_centring() -> None:
     assert centred.present and centred.reasons == []
 
 
-def test_presence_ignores_the_shops_light_and_notices_a_self_lit_screen() -> None:
+def test_presence_ignores_far_light_changes_and_notices_a_screen_hiding_the_shop() -> None:
     bg = presence.Background()
     dark = np.full((480, 640), 40, np.uint8)
     for _ in range(presence.Background.WARM_UP + 2):
@@ -100,9 +100,10 @@ def test_presence_ignores_the_shops_light_and_notices_a_self_lit_screen() -> Non
     # ring's light returned is still nothing, and the change is under the empty-scene level.
     brighter = dark + np.uint8(8)
     assert not presence.detect(brighter, brighter, bg).present
-    # A phone's screen returns no ring light but shines by itself in the dark frame.
+    # A phone's screen returns no ring light, but in a lit shop its dark glass hides the
+    # bright scene behind it: the dark frame changes.
     screen = dark.copy()
-    screen[120:360, 200:440] = 110
+    screen[120:360, 200:440] = 12
     assert presence.detect(screen, screen, bg).present
 
 
