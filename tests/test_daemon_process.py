@@ -137,6 +137,9 @@ def test_simulated_run_answers_shoppers_and_delivers_what_it_accepts(traced_run:
     assert uploaded == accepted  # every accepted capture reached the cloud
     assert {"median", "p95"} <= set(summary["timing_ms"]["end_to_end"])
     assert summary["outbox"] == {"depth": 0, "dropped": {}}
+    # Every kind answered was presented, at least as often as it was answered.
+    for kind, counts in outcomes.items():
+        assert summary["presented"][kind] >= sum(counts.values()), (kind, summary["presented"])
 
 
 def test_simulated_run_rejects_every_attack_and_no_shopper(traced_run: dict[str, object]) -> None:

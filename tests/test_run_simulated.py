@@ -28,6 +28,7 @@ def test_run_simulate_prints_a_story_a_person_can_follow() -> None:
     )
     summary = lines[lines.index("summary: 3 scans") :]
     assert any(line.strip().startswith("end_to_end") for line in summary)
+    assert re.search(r"^  bona_fide +presented +\d+: accepted \d", "\n".join(summary), re.M)
     # The log lines on stderr are plain sentences, not JSON, and nothing went wrong.
     assert "palm: info: ready: the camera delivers frames" in proc.stderr
     assert "Traceback" not in proc.stderr and "error" not in proc.stderr

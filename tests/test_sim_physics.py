@@ -313,6 +313,12 @@ def test_a_scenario_is_a_timed_sequence_of_presentations(config: Config) -> None
     assert arriving < hovering  # still far away, coming closer
     scene, t = scenario(scenario.start_ns + int((first.start_s + 1.0) * 1e9))
     assert scene is first.scene and t == pytest.approx(1.0)
+    # A guided shopper is still one presentation; the second has arrived once seen.
+    scenario.guided(scenario.start_ns + int((first.start_s + 1.1) * 1e9), ["too_far"])
+    scenario(scenario.start_ns + int((first.start_s + 1.5) * 1e9))
+    assert scenario.presented == {"genuine": 1}
+    scenario(scenario.start_ns + int((events[1].start_s + 0.5) * 1e9))
+    assert scenario.presented == {"genuine": 1, "screen": 1}
     # The same seed, the same shoppers.
     again = shoppers(5, 3, kinds=("genuine", "screen", "genuine"))
     assert [(e.start_s, e.dwell_s) for e in again] == [(e.start_s, e.dwell_s) for e in events]

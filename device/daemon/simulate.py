@@ -170,6 +170,9 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
     summary = service.summary
     result = summary.as_json()
     m = service.metrics
+    # Every presentation the scenario made, answered or not (a phone's screen in a dark shop
+    # is invisible at 850 nm and never gets a scan): nothing presented goes uncounted.
+    result["presented"] = {LABEL.get(k, k): n for k, n in sorted(scenario.presented.items())}
     result["camera_restarts"] = m.camera_restarts
     result["outbox"] = {"depth": len(uplink.outbox), "dropped": dict(uplink.outbox.dropped)}
     if service.stopped_by:
@@ -231,8 +234,10 @@ def _describe(event: dict[str, Any], kind: str | None) -> str:
 
 def _summary_text(s: dict[str, Any]) -> str:
     lines = [f"summary: {s['scans']} scans"]
-    for kind, counts in s["outcomes"].items():
-        lines.append(f"  {kind:18s} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for kind in sorted(set(s["outcomes"]) | set(s.get("presented", {}))):
+        counts = s["outcomes"].get(kind, {})
+        answers = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no answer"
+        lines.append(f"  {kind:18s} presented {s.get('presented', {}).get(kind, 0):3d}: {answers}")
     lines.append("  timing (ms)            median      p95")
     for stage, t in s["timing_ms"].items():
         lines.append(f"  {stage:20s} {t['median']:8.1f} {t['p95']:8.1f}")

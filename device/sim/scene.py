@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -282,6 +283,9 @@ class Scenario:
     def __init__(self, events: list[Event], *, start_ns: int) -> None:
         self.events = sorted(events, key=lambda e: e.start_s)
         self.start_ns = start_ns
+        #: presentations that have arrived so far, by scene kind (answered or not)
+        self.presented: Counter[str] = Counter()
+        self._arrived: set[int] = set()
 
     def __call__(self, t_ns: int) -> tuple[Scene | None, float]:
         t = (t_ns - self.start_ns) / 1e9
@@ -294,6 +298,9 @@ class Scenario:
                 lit_by = lit_by or event.scene
                 break
             if t < event.end_s:
+                if event.scene.seed not in self._arrived:  # guided or answered, still one shopper
+                    self._arrived.add(event.scene.seed)
+                    self.presented[event.scene.kind] += 1
                 return event.scene, t - event.start_s
             lit_by = event.scene
         if lit_by is None:
