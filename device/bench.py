@@ -40,7 +40,7 @@ def run_bench(config: Config, *, runs: int = 50) -> dict[str, Any]:
     model = L.default_model()
     names = patterns.all_patterns(len(config.leds.sector_pins))
     stages: dict[str, list[float]] = {
-        k: [] for k in ("presence (640x480)", "segmentation and crop", "quality", "liveness", "whole burst")
+        k: [] for k in ("presence (lit+dark 640x480)", "segmentation and crop", "quality", "liveness", "whole burst")
     }
     bg = presence.Background()
 
@@ -58,7 +58,7 @@ def run_bench(config: Config, *, runs: int = 50) -> dict[str, Any]:
         if hand is None:
             continue
         crop = quality.crop(lit, hand)
-        timed("presence (640x480)", partial(presence.detect, flood, frames[patterns.AMBIENT], bg))
+        timed("presence (lit+dark 640x480)", partial(presence.detect, flood, frames[patterns.AMBIENT], bg))
         timed("segmentation and crop", partial(_segment_and_crop, lit))
         timed("quality", partial(quality.assess, frame=flood, crop=crop, hand=hand))
         timed("liveness", partial(_liveness, frames, hand, flat, model))

@@ -134,7 +134,7 @@ def test_bench_prints_every_stage(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert set(r["stages"]) == {
-        "presence (640x480)",
+        "presence (lit+dark 640x480)",
         "segmentation and crop",
         "quality",
         "liveness",
