@@ -40,7 +40,14 @@ def run_bench(config: Config, *, runs: int = 50) -> dict[str, Any]:
     model = L.default_model()
     names = patterns.all_patterns(len(config.leds.sector_pins))
     stages: dict[str, list[float]] = {
-        k: [] for k in ("presence (lit+dark 640x480)", "segmentation and crop", "quality", "liveness", "whole burst")
+        k: []
+        for k in (
+            "presence (lit+dark 640x480)",
+            "segmentation and crop",
+            "quality",
+            "liveness",
+            "whole burst",
+        )
     }
     bg = presence.Background()
 

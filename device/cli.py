@@ -111,17 +111,41 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:
-    from device.sendtest import send_test
+    from device.sendtest import describe, send_test
 
-    capture, d = send_test(load_config(args.config))
-    line = f"{d.outcome}: capture {capture.capture_id} to {load_config(args.config).cloud.endpoint}"
-    if d.status is not None:
-        line += f", HTTP {d.status}"
-    if d.error:
-        line += f", {d.error}" + (f" ({d.detail})" if d.detail else "")
-    line += f", {d.attempts} attempt{'s' if d.attempts != 1 else ''} in {d.elapsed_ms:.0f} ms"
-    print(line)
+    config = load_config(args.config)
+    capture, d = send_test(config)
+    print(describe(capture, d, config.cloud.endpoint))
     return 0 if d.status in (200, 201) else 1
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from device import selftest
+
+    def say(result: selftest.Result) -> None:
+        print(result.line(), flush=True)
+
+    if args.simulate:
+        for fault in args.fault:
+            name = fault.split(":", 1)[0]
+            if name not in selftest.SIM_FAULTS or (name == "dead-sector") != (":" in fault):
+                raise UsageError(
+                    f"--fault {fault!r}: valid are {', '.join(selftest.SIM_FAULTS)} "
+                    "(dead-sector as dead-sector:K, K a sector number)"
+                )
+        config = _config_for(args)
+        with selftest.simulated_probes(config, args.fault) as probes:
+            results = selftest.run(probes, say)
+    else:
+        if args.fault:
+            raise UsageError("--fault is for the simulated scanner: add --simulate")
+        if not args.config:
+            raise UsageError("the scanner's config is needed: --config FILE (or --simulate)")
+        print("hold the grey card about 12 cm above the window for the LED check", flush=True)
+        results = selftest.run(selftest.real_probes(args.config), say)
+    failed = [r.name for r in results if r.ok is False]
+    print(f"selftest: {'all checks passed' if not failed else 'failed: ' + ', '.join(failed)}")
+    return 1 if failed else 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -400,6 +424,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--config", required=True, metavar="FILE")
     st.set_defaults(handler=cmd_send_test)
+
+    se = sub.add_parser(
+        "selftest",
+        help="check that this scanner is ready: config, key, camera, LEDs, clock, swap, cloud",
+        description="Checks, in order, and says what failed in one line each (and what to do): "
+        "config, device key and its permissions, camera frames arriving, every LED sector "
+        "responding (hold the grey card about 12 cm above the window), indicator, calibration, "
+        "clock synchronised, swap off, cloud reachable (a test capture). Exits 1 if any failed.",
+    )
+    se.add_argument("--config", metavar="FILE", help="the scanner's config (with --simulate: optional)")
+    se.add_argument("--simulate", action="store_true", help="check the simulated scanner")
+    se.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="simulated scanner: break something the self-test must catch (camera-gone, "
+        "dead-sector:K, clock-unsynced, swap-on, cloud-down); repeatable",
+    )
+    se.set_defaults(handler=cmd_selftest)
 
     ing = sub.add_parser(
         "ingest",

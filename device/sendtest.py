@@ -60,8 +60,17 @@ def sealer_for(config: Config) -> Sealer:
     )
 
 
-def send_test(config: Config, *, policy: RetryPolicy | None = None) -> tuple[SealedCapture, Delivery]:
-    sealer = sealer_for(config)  # the key file is checked before anything is rendered
+def send_test(
+    config: Config,
+    *,
+    policy: RetryPolicy | None = None,
+    sealer: Sealer | None = None,
+    endpoint: str | None = None,
+    wait_s: float = 30.0,
+) -> tuple[SealedCapture, Delivery]:
+    """Seal a synthetic capture and send it: with the config's key to its endpoint, unless a
+    ``sealer`` (keys made in memory) and an ``endpoint`` are given (the simulated scanner)."""
+    sealer = sealer or sealer_for(config)  # the key file is checked before anything is rendered
     capture = sealer.seal(synthetic_frames(config), checks={"test": True}, calibration=None)
     session = make_session(
         ca_bundle=config.cloud.ca_bundle,
@@ -69,13 +78,23 @@ def send_test(config: Config, *, policy: RetryPolicy | None = None) -> tuple[Sea
         user_agent=f"palm-scanner/{__version__}",
     )
     uplink = Uplink(
-        endpoint=config.cloud.endpoint,
+        endpoint=endpoint or config.cloud.endpoint,
         session=session,
         clock=MonotonicClock(),
         outbox=Outbox(),
         policy=policy,
     )
     try:
-        return capture, uplink.deliver(capture, wait_s=30.0)
+        return capture, uplink.deliver(capture, wait_s=wait_s)
     finally:
         uplink.close()
+
+
+def describe(capture: SealedCapture, d: Delivery, endpoint: str) -> str:
+    """One line: what became of the test capture."""
+    line = f"{d.outcome}: capture {capture.capture_id} to {endpoint}"
+    if d.status is not None:
+        line += f", HTTP {d.status}"
+    if d.error:
+        line += f", {d.error}" + (f" ({d.detail})" if d.detail else "")
+    return line + f", {d.attempts} attempt{'s' if d.attempts != 1 else ''} in {d.elapsed_ms:.0f} ms"
