@@ -266,12 +266,12 @@ def real_probes(config_path: str) -> Probes:
 
 
 def _send_test(config: Config, **kw: Any) -> tuple[bool, str]:
-    from device.errors import KeyFileError
+    from device.errors import ScannerError
     from device.sendtest import describe, send_test
 
     try:
         capture, d = send_test(config, wait_s=SEND_WAIT_S, **kw)
-    except KeyFileError as e:
+    except ScannerError as e:  # the key, the TLS settings: named, never a traceback
         return False, f"not sent: {e}"
     return d.status in (200, 201), describe(capture, d, kw.get("endpoint") or config.cloud.endpoint)
 
