@@ -322,7 +322,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             reload=reload,
         ),
     )
-    return 0 if summary.scans else 1
+    return 0 if summary.count else 1
 
 
 def _fault_spec(text: str) -> tuple[float, float]:

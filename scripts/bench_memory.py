@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     at100 = samples[min(99, len(samples) - 1)]
     result = {
-        "scans": len(summary.scans),
+        "scans": summary.count,
         "rss_first_scan_mb": round(samples[0], 1),
         "rss_scan_100_mb": round(at100, 1),
         "rss_last_mb": round(samples[-1], 1),

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from device.config import defaults_for_simulation
 from device.daemon import logs
+from device.daemon.loop import Scan, Summary
 from device.daemon.notify import Notifier
 from device.daemon.process import SwapError, harden, swap_devices
 from device.daemon.service import Service
@@ -190,7 +192,7 @@ def test_stop_darkens_the_ring_wipes_frames_and_delivers_what_is_sealed() -> Non
     scanner = seen["scanner"]
     service = seen["service"]
     assert isinstance(scanner, SimulatedScanner) and isinstance(service, Service)
-    assert service.stopped_by == "test" and 0 < len(summary.scans) < 50
+    assert service.stopped_by == "test" and 0 < summary.count < 50
     assert all(level == 0 for level in scanner.ring.levels)
     assert held and all(not f.pixels.any() for f in held)
     assert len(service.parts.uplink.outbox) == 0
@@ -221,9 +223,36 @@ def test_cloud_down_still_answers_and_keeps_count_of_every_sealed_capture(tmp_pa
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     result = lines[-1]["summary"]
     sealed = [e for e in lines[:-1] if e.get("event") == "upload_failed"]
-    assert len(summary.scans) == 4 and sealed  # shoppers were answered; captures were sealed
+    assert summary.count == 4 and sealed  # shoppers were answered; captures were sealed
     assert not any(e.get("event") == "uploaded" for e in lines[:-1])
     assert set(result["outcomes"]["bona_fide"]) <= {"try_again", "fault"}
     # Nothing accepted is lost silently: each sealed capture is either waiting or counted as dropped.
     dropped = sum(result["outbox"]["dropped"].values())
     assert result["outbox"]["depth"] + dropped == len(sealed)
+
+
+def test_the_summary_counts_every_scan_and_keeps_only_recent_timings() -> None:
+    summary = Summary()
+    n = Summary.TIMING_KEPT + 500
+    for i in range(n):
+        attack = i % 4 == 0
+        summary.add(
+            Scan(
+                "not_accepted" if attack else "accepted",
+                [],
+                {"guiding": 1.0, "capturing": float(i)},
+                end_to_end_ms=float(i),
+                kind="print_flat" if attack else "bona_fide",
+            )
+        )
+    result = summary.as_json()
+    attacks = (n + 3) // 4
+    assert result["scans"] == n
+    assert result["outcomes"] == {
+        "bona_fide": {"accepted": n - attacks},
+        "print_flat": {"not_accepted": attacks},
+    }
+    # A daemon serving for months holds a bounded window of timings: the most recent ones.
+    assert all(len(v) == Summary.TIMING_KEPT for v in summary.timings.values())
+    assert result["timing_ms"]["end_to_end"]["median"] == statistics.median(range(500, n))
+    assert list(result["timing_ms"]) == ["guiding", "capturing", "end_to_end"]

@@ -9,10 +9,10 @@ Parts come in through the constructor; time comes from the injected clock.
 from __future__ import annotations
 
 import statistics
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 
@@ -84,27 +84,30 @@ class Scan:
 
 @dataclass
 class Summary:
-    scans: list[Scan] = field(default_factory=list)
+    """What the scans came to: counts by scene kind and outcome, and each stage's timings over
+    the last TIMING_KEPT scans. A daemon serves for months: nothing here grows with the scans."""
+
+    TIMING_KEPT: ClassVar[int] = 2000
+    count: int = 0
+    outcomes: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    timings: dict[str, deque[float]] = field(default_factory=dict)
+
+    def add(self, scan: Scan) -> None:
+        self.count += 1
+        self.outcomes[scan.kind or "all"][scan.outcome] += 1
+        for stage, ms in (*scan.stages_ms.items(), ("end_to_end", scan.end_to_end_ms)):
+            self.timings.setdefault(stage, deque(maxlen=self.TIMING_KEPT)).append(ms)
 
     def as_json(self) -> dict[str, Any]:
-        outcomes: dict[str, Counter[str]] = defaultdict(Counter)
-        for s in self.scans:
-            outcomes[s.kind or "all"][s.outcome] += 1
-        stages: dict[str, list[float]] = defaultdict(list)
-        for s in self.scans:
-            for k, v in s.stages_ms.items():
-                stages[k].append(v)
-            stages["end_to_end"].append(s.end_to_end_ms)
-
         def p95(v: list[float]) -> float:
             return statistics.quantiles(v, n=20)[-1] if len(v) > 1 else v[0]
 
         return {
-            "scans": len(self.scans),
-            "outcomes": {k: dict(v) for k, v in sorted(outcomes.items())},
+            "scans": self.count,
+            "outcomes": {k: dict(v) for k, v in sorted(self.outcomes.items())},
             "timing_ms": {
-                k: {"median": round(statistics.median(v), 1), "p95": round(p95(v), 1)}
-                for k, v in stages.items()
+                k: {"median": round(statistics.median(v), 1), "p95": round(p95(list(v)), 1)}
+                for k, v in self.timings.items()
             },
         }
 

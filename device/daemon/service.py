@@ -144,14 +144,14 @@ class Service:
                 self._look_after_outbox()
                 if scan.outcome == "left":
                     continue
-                self.summary.scans.append(scan)
+                self.summary.add(scan)
                 self.metrics.scan(scan.outcome, scan.reasons)
                 if "uploading" in scan.stages_ms:  # sealed and sent: delivered, or why not
                     why = "accepted" if scan.outcome == "accepted" else (scan.reasons or ["failed"])[0]
                     self.metrics.upload(why, scan.stages_ms["uploading"] / 1000)
                 trim_heap()
                 self._on_scan(scan)
-                if scans is not None and len(self.summary.scans) >= scans:
+                if scans is not None and self.summary.count >= scans:
                     break
         except StopRequested:
             log.info("stopping", extra={"signal": self.stopped_by})
