@@ -6,6 +6,7 @@ are imported by the parts themselves, when they start.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -17,41 +18,53 @@ from device.hardware.picamera import PiCamera
 from device.hardware.ring import GpioLedRing
 
 
+def gpio_parts(config: Config, *, pin_factory: Any, clock: Clock) -> tuple[GpioLedRing, GpioIndicator]:
+    """The LED ring and the indicator on ``pin_factory``'s pins, as the config wires them."""
+    leds, ind = config.leds, config.indicator
+    ring = GpioLedRing(
+        pins=leds.sector_pins,
+        pin_factory=pin_factory,
+        clock=clock,
+        max_on_s=leds.max_on_s,
+        pwm_frequency_hz=leds.pwm_frequency_hz,
+        active_high=leds.active_high,
+    )
+    try:
+        indicator = GpioIndicator(
+            pins={"green": ind.green_pin, "amber": ind.amber_pin, "red": ind.red_pin},
+            pin_factory=pin_factory,
+            clock=clock,
+            active_high=ind.active_high,
+        )
+    except BaseException:
+        ring.close()
+        raise
+    return ring, indicator
+
+
+def close_all(*closers: Callable[[], None]) -> None:
+    """Close each part, in order, even when an earlier one fails (the first error is raised)."""
+    error: BaseException | None = None
+    for close in closers:
+        try:
+            close()
+        except BaseException as e:
+            error = error or e
+    if error is not None:
+        raise error
+
+
 class RealScanner:
     """Camera, LED ring and indicator of this Raspberry Pi, sharing the monotonic clock."""
 
     def __init__(self, config: Config, *, clock: Clock | None = None, pin_factory: Any = None) -> None:
         self.clock = clock or MonotonicClock()
-        leds, ind = config.leds, config.indicator
-        factory = pin_factory if pin_factory is not None else real_pin_factory(leds.pin_factory)
-        self.ring = GpioLedRing(
-            pins=leds.sector_pins,
-            pin_factory=factory,
-            clock=self.clock,
-            max_on_s=leds.max_on_s,
-            pwm_frequency_hz=leds.pwm_frequency_hz,
-            active_high=leds.active_high,
-        )
-        try:
-            self.indicator = GpioIndicator(
-                pins={"green": ind.green_pin, "amber": ind.amber_pin, "red": ind.red_pin},
-                pin_factory=factory,
-                clock=self.clock,
-                active_high=ind.active_high,
-            )
-        except BaseException:
-            self.ring.close()
-            raise
+        factory = pin_factory if pin_factory is not None else real_pin_factory(config.leds.pin_factory)
+        self.ring, self.indicator = gpio_parts(config, pin_factory=factory, clock=self.clock)
         self.camera = PiCamera(config=config.camera)
 
     def close(self) -> None:
-        try:
-            self.ring.close()
-        finally:
-            try:
-                self.indicator.close()
-            finally:
-                self.camera.close()
+        close_all(self.ring.close, self.indicator.close, self.camera.close)
 
     def __enter__(self) -> RealScanner:
         try:

@@ -10,8 +10,7 @@ from types import TracebackType
 
 from device.clock import Clock
 from device.config import Config
-from device.hardware.indicator import GpioIndicator
-from device.hardware.ring import GpioLedRing
+from device.hardware.scanner import close_all, gpio_parts
 from device.sim.camera import SimCamera, SimFaults, Wiring
 from device.sim.optics import Optics
 from device.sim.pins import SimPinFactory
@@ -37,25 +36,7 @@ class SimulatedScanner:
         leds = config.leds
         self.optics = Optics.from_config(config.camera, config.sim, len(leds.sector_pins))
         self.faults = faults if faults is not None else SimFaults()
-        self.ring = GpioLedRing(
-            pins=leds.sector_pins,
-            pin_factory=self.pin_factory,
-            clock=clock,
-            max_on_s=leds.max_on_s,
-            pwm_frequency_hz=leds.pwm_frequency_hz,
-            active_high=leds.active_high,
-        )
-        ind = config.indicator
-        try:
-            self.indicator = GpioIndicator(
-                pins={"green": ind.green_pin, "amber": ind.amber_pin, "red": ind.red_pin},
-                pin_factory=self.pin_factory,
-                clock=clock,
-                active_high=ind.active_high,
-            )
-        except BaseException:
-            self.ring.close()
-            raise
+        self.ring, self.indicator = gpio_parts(config, pin_factory=self.pin_factory, clock=clock)
         self.camera = SimCamera(
             config=config.camera,
             optics=self.optics,
@@ -68,13 +49,7 @@ class SimulatedScanner:
         )
 
     def close(self) -> None:
-        try:
-            self.ring.close()
-        finally:
-            try:
-                self.indicator.close()
-            finally:
-                self.camera.close()
+        close_all(self.ring.close, self.indicator.close, self.camera.close)
 
     def __enter__(self) -> SimulatedScanner:
         self.camera.start()
