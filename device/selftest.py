@@ -228,9 +228,12 @@ def _indicator(indicator: Indicator, settle: Callable[[float], None]) -> tuple[b
 
 def clock_synchronised() -> bool | None:
     """Whether the kernel's clock is synchronised (adjtimex(2), read only), None if it cannot say."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    timex = ctypes.create_string_buffer(512)  # struct timex with modes 0: nothing is changed
-    state = libc.adjtimex(timex)
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        timex = ctypes.create_string_buffer(512)  # struct timex with modes 0: nothing is changed
+        state = libc.adjtimex(timex)
+    except (OSError, AttributeError):  # not glibc: the check says it cannot tell
+        return None
     if state < 0:
         return None
     return bool(state != TIME_ERROR)
