@@ -162,6 +162,10 @@ class ScanLoop:
     def _show(self, what: str) -> None:
         self._indicator.show(**LIGHTS.get(what, LIGHTS["guide"]))
 
+    def _watch_settings(self) -> None:
+        """The presence stream's exposure and gain (each watch sets the ring itself)."""
+        self._camera.set_manual(exposure_us=IDLE.exposure_us, gain=IDLE.gain)
+
     def _watch(self) -> presence.Presence:
         """One presence decision: a frame with the ring glowing dim, then one with it dark."""
         self._tick()
@@ -176,9 +180,8 @@ class ScanLoop:
             lit.wipe()
 
     def wait_for_hand(self, *, give_up_s: float | None = None) -> bool:
-        """Idle: the ring glows dim and the presence stream is watched until a hand is there."""
-        self._ring.dim(self._cfg.leds.idle_level)
-        self._camera.set_manual(exposure_us=IDLE.exposure_us, gain=IDLE.gain)
+        """Idle: the ring blinks dim and the presence stream is watched until a hand is there."""
+        self._watch_settings()
         self._show("idle")
         start = self._clock.monotonic_ns()
         self._last = None
@@ -239,8 +242,7 @@ class ScanLoop:
             if guidable and self._clock.monotonic_ns() < deadline:
                 self._emit({"event": "guidance", "reasons": R.ordered(guidable)})
                 self._show(R.ordered(guidable)[0])
-                self._ring.dim(self._cfg.leds.idle_level)
-                self._camera.set_manual(exposure_us=IDLE.exposure_us, gain=IDLE.gain)
+                self._watch_settings()
                 continue
             self._emit(
                 {
@@ -397,8 +399,7 @@ class ScanLoop:
         self._cfg = config
 
     def wait_for_leave(self) -> None:
-        self._ring.dim(self._cfg.leds.idle_level)
-        self._camera.set_manual(exposure_us=IDLE.exposure_us, gain=IDLE.gain)
+        self._watch_settings()
         start = self._clock.monotonic_ns()
         gone = 0
         while gone < 3 and self._waited_s(start) < LEAVE_TIMEOUT_S:

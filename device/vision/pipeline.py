@@ -21,17 +21,20 @@ from device.vision import quality as Q
 from device.vision.roi import Hand, segment
 from device.vision.scales import Scales
 
+
 #: one helper thread: a burst's checks use two cores (a Pi has four)
-_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks")
+def _new_worker() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks")
 
 
-def _new_worker() -> None:
+def _after_fork() -> None:
     # A forked child (palm eval's workers) inherits the executor but not its thread.
     global _WORKER  # noqa: PLW0603 - one executor per process, replaced only after fork
-    _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks")
+    _WORKER = _new_worker()
 
 
-os.register_at_fork(after_in_child=_new_worker)
+_WORKER = _new_worker()
+os.register_at_fork(after_in_child=_after_fork)
 
 
 @dataclass(frozen=True, eq=False)
