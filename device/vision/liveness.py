@@ -126,25 +126,35 @@ def _plane_residual(img: np.ndarray, order: int) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _spectrum_tools(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """A 2-D Hann window and the mask of the fine-scale band of the real spectrum."""
+    """A 2-D Hann window and the flat indices of the fine-scale band of the real spectrum."""
     win = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
     fy = np.minimum(np.arange(h), h - np.arange(h))[:, None]
     fx = np.arange(w // 2 + 1)[None, :]
     radius = np.hypot(fy, fx)
-    return win, (radius > 12) & (radius < 0.45 * h)
+    return win, np.flatnonzero((radius > 12) & (radius < 0.45 * h))
 
 
 def _periodic(img: np.ndarray) -> float:
     """How peaked the fine spectrum is: printed dots (and their moire) are periodic; skin and
     sensor noise are not. log10 of the strongest fine-scale peak over the median."""
     h, w = img.shape
-    win, band_mask = _spectrum_tools(h, w)
+    win, band_at = _spectrum_tools(h, w)
     f = (img - float(img.mean())) * win
     spec = cv2.dft(np.ascontiguousarray(f, dtype=np.float32), flags=cv2.DFT_COMPLEX_OUTPUT)
     spec = spec[:, : w // 2 + 1]
     power = spec[..., 0] ** 2 + spec[..., 1] ** 2
-    band = power[band_mask]
-    return float(np.log10(band.max() / max(float(np.median(band)), 1e-12)))
+    band = power.ravel().take(band_at)
+    return float(np.log10(band.max() / max(_median(band), 1e-12)))
+
+
+def _median(v: np.ndarray) -> float:
+    """numpy's median, by partial sorting (a third of the time on a spectrum's band)."""
+    v = v.ravel()
+    mid = v.size // 2
+    if v.size % 2:
+        return float(np.partition(v, mid)[mid])
+    part = np.partition(v, [mid - 1, mid])
+    return float((part[mid - 1] + part[mid]) / 2)
 
 
 def lit_frames(frames: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -227,7 +237,7 @@ def shape_cues(
     flood = work(lit[patterns.FLOOD]) * norm
     flood_flat = work(flat.response[patterns.FLOOD], cv2.INTER_LINEAR)
     ratio = flood / np.maximum(flood_flat, 1e-6)
-    albedo = float(np.median(ratio[inner])) * flat.card_albedo
+    albedo = _median(ratio[inner]) * flat.card_albedo
     # Sector by sector against the flat fields: log ratios, each relative to their mean. The
     # frames are smoothed well below the palm's relief (eminences span a quarter of the crop),
     # above the noise; the flat fields are smooth already.
@@ -241,24 +251,30 @@ def shape_cues(
     relief = float(np.mean([_plane_residual(d[inner], 2).std() for d in dev]))
     relief_fine = float(np.mean([(d - cv2.GaussianBlur(d, (0, 0), 6.0 * scale))[inner].std() for d in dev]))
     ambient = cv2.warpAffine(frames[patterns.AMBIENT].astype(np.float32), m, size)
-    amb = float(np.median(ambient[inner])) * norm
+    amb = _median(ambient[inner]) * norm
     return {
         "albedo": albedo,
         "relief": relief,
         "relief_fine": relief_fine,
-        "ambient_ratio": float(amb / max(float(np.median(flood[inner])), 1e-9)),
+        "ambient_ratio": float(amb / max(_median(flood[inner]), 1e-9)),
     }
 
 
 def texture_cues(texture: Scales) -> dict[str, float]:
     """The cues of the surface's texture: print dots, vein contrast, fine detail against mid."""
-    fine = texture.band(0, 1.0, 16)
-    mid = texture.band(1.0, 3.0, 16)
-    vein = texture.band(4.0, 12.0, 24)
+    return {"halftone": halftone(texture), **band_cues(texture)}
+
+
+def halftone(texture: Scales) -> float:
+    """Printed dots: how peaked the fine spectrum of the crop's centre is."""
+    return _periodic(texture.image[32:288, 32:288])
+
+
+def band_cues(texture: Scales) -> dict[str, float]:
+    """Vein contrast, and fine detail against mid (silicone scatters more than skin)."""
     return {
-        "halftone": _periodic(texture.image[32:288, 32:288]),
-        "veins": float(vein.std() / texture.mean),
-        "smooth": float(fine.std() / max(float(mid.std()), 1e-6)),
+        "veins": texture.band_std(4.0, 12.0, 24) / texture.mean,
+        "smooth": texture.band_std(0, 1.0, 16) / max(texture.band_std(1.0, 3.0, 16), 1e-6),
     }
 
 

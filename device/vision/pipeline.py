@@ -78,12 +78,14 @@ def analyse_burst(
         else None
     )
     texture = Scales(Q.crop(flood, hand))
-    texture_cues = L.texture_cues(texture) if live_too else {}
+    # The print-dot spectrum queues behind the shape cues; the bands are shared with quality.
+    halftone_work = _WORKER.submit(L.halftone, texture) if shape_work is not None else None
+    texture_cues = L.band_cues(texture) if live_too else {}
     quality = Q.assess(frame=raw, crop=texture, hand=hand, moved_px=moved)
     live = None
-    if shape_work is not None:
+    if shape_work is not None and halftone_work is not None:
         assert model is not None
-        live = L.assess({**shape_work.result(), **texture_cues}, model)
+        live = L.assess({**shape_work.result(), **texture_cues, "halftone": halftone_work.result()}, model)
     return Verdict(hand, quality, live)
 
 

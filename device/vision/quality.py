@@ -52,13 +52,13 @@ def _scales(crop: np.ndarray | Scales) -> Scales:
 def focus(crop: np.ndarray | Scales) -> float:
     """Fine detail relative to brightness on the normalised crop (creases and skin texture)."""
     s = _scales(crop)
-    return float(s.band(1.0, 3.0, 8).std() / s.mean)
+    return s.band_std(1.0, 3.0, 8) / s.mean
 
 
 def veins(crop: np.ndarray | Scales) -> float:
     """Contrast at the scale of palm veins (2 to 4 mm wide) relative to brightness."""
     s = _scales(crop)
-    return float(s.band(4.0, 12.0, 24).std() / s.mean)
+    return s.band_std(4.0, 12.0, 24) / s.mean
 
 
 def _percentiles(hist: np.ndarray, qs: tuple[float, ...]) -> list[float]:

@@ -96,8 +96,8 @@ def segment(lit: np.ndarray, *, min_area_fraction: float = 0.02) -> Hand | None:
     # Two hands that touch make one blob with two palms: a second wide place, far from the first
     # and off to the side; along the arm's axis it is the forearm.
     wrist = math.radians(angle + 90.0)
-    ys, xs = np.nonzero(dist > 0.75 * r)
-    dx, dy = xs - cx, ys - cy
+    wide = cv2.findNonZero((dist > 0.75 * r).view(np.uint8)).reshape(-1, 2)  # x, y
+    dx, dy = wide[:, 0] - cx, wide[:, 1] - cy
     far = np.hypot(dx, dy) > 2.0 * r
     along_arm = np.abs(dx * math.cos(wrist) + dy * math.sin(wrist)) > 0.7 * np.hypot(dx, dy)
     if np.any(far & ~along_arm):
@@ -159,24 +159,28 @@ def _orientation(mask: np.ndarray, centre: tuple[float, float], r: float) -> tup
     ys = np.clip(fy.astype(int), 0, mask.shape[0] - 1)
     # Off the frame counts as hand for finding the wrist (the arm runs on), not for fingers.
     inside_all = (mask[ys, xs] > 0) | ~seen_all
-    for seen, inside in zip(seen_all, inside_all, strict=True):
-        if inside.all() or not inside.any():
+    # 180 samples a circle: plain lists walk them faster than numpy calls would.
+    for seen, inside in zip(seen_all.tolist(), inside_all.tolist(), strict=True):
+        if all(inside) or not any(inside):
             continue
-        start = int(np.argmin(inside))  # begin at a gap, so arcs do not wrap
-        seq = np.roll(inside, -start).astype(np.int8)
-        unseen = np.cumsum(~np.roll(seen, -start))  # samples off the frame so far
-        edges = np.diff(np.concatenate([[0], seq, [0]]))
-        begins, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        start = inside.index(False)  # begin at a gap, so arcs do not wrap
         # (start, length, wholly in the frame) of each run of hand along the circle
-        arcs: list[tuple[int, int, bool]] = [
-            (int(b), int(e - b), bool(unseen[e - 1] - (unseen[b - 1] if b else 0) == 0))
-            for b, e in zip(begins, ends, strict=True)
-        ]
+        arcs: list[tuple[int, int, bool]] = []
+        run_start, run_seen = -1, True
+        for i in range(n + 1):
+            k = (start + i) % n
+            if i < n and inside[k]:
+                if run_start < 0:
+                    run_start, run_seen = i, True
+                run_seen = run_seen and seen[k]
+            elif run_start >= 0:
+                arcs.append((run_start, i - run_start, run_seen))
+                run_start = -1
         wrist = max(arcs, key=lambda a: a[1])
         mid = (start + wrist[0] + wrist[1] / 2) % n
         wrist_angle = float(angles[int(mid) % n])
         fingers = sum(1 for a in arcs if a is not wrist and a[2] and 2 <= a[1] <= n // 5)
-        visible = float(seen.mean())
+        visible = sum(seen) / n
         if fingers > best[1] or best[2] == 0.0:
             rot = math.degrees(wrist_angle) - 90.0  # wrist down (+y), fingers up
             best = (rot, fingers, visible)

@@ -19,6 +19,7 @@ class Scales:
         self.image = image.astype(np.float32, copy=False)
         self._blurred: dict[float, np.ndarray] = {}
         self._bands: dict[tuple[float, float], np.ndarray] = {}
+        self._stds: dict[tuple[float, float, int], float] = {}
 
     @cached_property
     def mean(self) -> float:
@@ -48,6 +49,14 @@ class Scales:
         if key not in self._bands:
             self._bands[key] = self.blur(fine) - self.blur(coarse)
         return self._bands[key][margin:-margin, margin:-margin]
+
+    def band_std(self, fine: float, coarse: float, margin: int) -> float:
+        """The standard deviation of :meth:`band` (one pass, in double precision; computed once:
+        quality and liveness both read the vein band's)."""
+        key = (fine, coarse, margin)
+        if key not in self._stds:
+            self._stds[key] = float(cv2.meanStdDev(self.band(fine, coarse, margin))[1][0, 0])
+        return self._stds[key]
 
 
 #: blurs this wide (pixels) and wider go through a reduced image
