@@ -158,6 +158,13 @@ class LedsConfig:
     idle_level: float = _key(0.15, doc="ring brightness while watching for a hand", lo=0, hi=0.25)
     max_on_s: float = _key(2.0, doc="longest the ring may stay lit at once", lo=0.05, hi=10)
     active_high: bool = _key(True, doc="a high pin lights the LEDs")
+    first_sector_deg: float = _key(
+        45.0,
+        doc="where sector 0 sits around the lens, degrees counter-clockwise from the image's right "
+        "(the others follow counter-clockwise); calibration checks the wiring against it",
+        lo=-360,
+        hi=360,
+    )
     pin_factory: str = _key("auto", doc="GPIO library", choices=("auto", "lgpio", "rpigpio"))
 
     def __post_init__(self) -> None:
@@ -186,11 +193,26 @@ class SimConfig:
 
     focal_px: float = _key(380.0, doc="focal length in pixels of main_size", lo=50, hi=5000)
     ring_radius_mm: float = _key(30.0, doc="LED ring radius around the lens", lo=5, hi=80)
-    ring_offset_deg: float = _key(45.0, doc="angle of sector 0 from +x (right)", lo=-360, hi=360)
     focus_distance_mm: float = _key(125.0, doc="distance in sharpest focus", lo=30, hi=500)
     aperture_mm: float = _key(1.5, doc="lens aperture diameter (depth of field)", lo=0.1, hi=10)
-    card_distance_mm: float = _key(125.0, doc="grey-card distance for calibration", lo=30, hi=500)
     rolling_shutter: bool = _key(True, doc="rows exposed one after another")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Where the calibration lives and what the technician's targets are."""
+
+    file: Path = _key(
+        Path("/var/lib/palm-scanner/calibration.toml"),
+        doc="the calibration file `palm calibrate` writes and the daemon reads",
+    )
+    card_distance_mm: float = _key(
+        125.0, doc="distance of the grey card and the focus target (the spacer's height)", lo=30, hi=500
+    )
+    card_albedo: float = _key(
+        0.5, doc="the grey card's reflectance at 850-940 nm, as its maker states", lo=0.05, hi=0.99
+    )
+    target_square_mm: float = _key(60.0, doc="side of the black square on the focus target", lo=10, hi=200)
 
 
 @dataclass(frozen=True)
@@ -201,6 +223,7 @@ class Config:
     leds: LedsConfig = field(default_factory=LedsConfig)
     indicator: IndicatorConfig = field(default_factory=IndicatorConfig)
     sim: SimConfig = field(default_factory=SimConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     source: Path | None = None
 
     def __post_init__(self) -> None:
@@ -223,6 +246,7 @@ SECTIONS: dict[str, type[Any]] = {
     "leds": LedsConfig,
     "indicator": IndicatorConfig,
     "sim": SimConfig,
+    "calibration": CalibrationConfig,
 }
 
 

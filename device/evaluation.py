@@ -30,8 +30,13 @@ CARD_ALBEDO = 0.5
 
 
 def sim_flat_field(config: Config) -> FlatField:
-    """The simulated scanner's flat fields: the grey card at the calibration distance."""
-    card = make_scene("card", 0, condition="dark", distance_mm=config.sim.card_distance_mm)
+    """The simulated scanner's flat fields as the liveness combiner was trained on them: one burst of
+    the grey card at the calibration distance, 1500 us, gain 1, each frame smoothed.
+
+    `palm calibrate flat` measures a real scanner's with averaged, metered bursts (less noise);
+    the combiner is to be refitted on those (see the README's calibration section).
+    """
+    card = make_scene("card", 0, condition="dark", distance_mm=config.calibration.card_distance_mm)
     clock = FakeClock()
     with SimulatedScanner(config=config, scenes=fixed(card, clock.monotonic_ns()), clock=clock) as s:
         settings = Settings(exposure_us=1500, gain=1.0)
@@ -42,7 +47,7 @@ def sim_flat_field(config: Config) -> FlatField:
         exposure_us=settings.exposure_us,
         gain=settings.gain,
         card_albedo=CARD_ALBEDO,
-        card_distance_mm=config.sim.card_distance_mm,
+        card_distance_mm=config.calibration.card_distance_mm,
     )
 
 

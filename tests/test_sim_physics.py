@@ -26,7 +26,7 @@ ALL = patterns.all_patterns(4)
 
 
 def optics_of(config: Config) -> Optics:
-    return Optics.from_config(config.camera, config.sim, len(config.leds.sector_pins))
+    return Optics.from_config(config.camera, config.sim, config.leds)
 
 
 def radiance(config: Config, scene: Scene, pattern: str) -> np.ndarray:

@@ -237,13 +237,14 @@ class SceneRenderer:
     ) -> np.ndarray:
         """Radiance reaching each pixel, with the ring at ``levels`` ((H, n) per row, or (n,))."""
         optics = self.optics
+        levels = np.broadcast_to(np.asarray(levels, np.float32), (optics.height, optics.n_sectors))
+        glow = render.window_glow(optics, levels, faults.smudge) if faults.smudge > 0 else 0.0
         if scene is None or not scene.objects:
             bg = scene.background if scene is not None else 0.0
-            return np.full((optics.height, optics.width), bg, np.float32)
+            return np.full((optics.height, optics.width), bg, np.float32) + glow
         gains = tuple(faults.sector_gain.get(s, 1.0) for s in range(optics.n_sectors))
         pose = render.nearest(scene, t).pose_at(t)
         geom, per_sector, ambient = self._cast(scene, t, gains, (pose.x, pose.y, pose.z))
-        levels = np.broadcast_to(np.asarray(levels, np.float32), (optics.height, optics.n_sectors))
         lit = np.einsum("hk,khw->hw", levels, per_sector)
         assert geom.anchor is not None
         x0, y0, z0 = geom.anchor
@@ -269,7 +270,7 @@ class SceneRenderer:
             focus_shift_mm=faults.focus_shift_mm,
             smudge=faults.smudge,
         )
-        return render.rolling_skew(total, geom, optics)
+        return render.rolling_skew(total, geom, optics) + glow
 
     def _cast(
         self, scene: Scene, t: float, gains: tuple[float, ...], where: tuple[float, float, float]

@@ -12,7 +12,7 @@ from functools import cached_property
 
 import numpy as np
 
-from device.config import CameraConfig, SimConfig
+from device.config import CameraConfig, LedsConfig, SimConfig
 
 #: radiant intensity of one sector on its axis (arbitrary radiometric units)
 LED_INTENSITY = 10_000.0
@@ -44,12 +44,11 @@ class Optics:
     n_sectors: int
     focus_distance_mm: float
     aperture_mm: float
-    card_distance_mm: float
     line_time_ns: int  # 0 for a global shutter
     frame_period_ns: int
 
     @classmethod
-    def from_config(cls, camera: CameraConfig, sim: SimConfig, n_sectors: int) -> Optics:
+    def from_config(cls, camera: CameraConfig, sim: SimConfig, leds: LedsConfig) -> Optics:
         w, h = camera.main_size
         period = round(1e9 / camera.frame_rate)
         # A rolling shutter reads the rows out over most of the frame period.
@@ -59,11 +58,10 @@ class Optics:
             height=h,
             focal_px=sim.focal_px,
             ring_radius_mm=sim.ring_radius_mm,
-            ring_offset_deg=sim.ring_offset_deg,
-            n_sectors=n_sectors,
+            ring_offset_deg=leds.first_sector_deg,
+            n_sectors=len(leds.sector_pins),
             focus_distance_mm=sim.focus_distance_mm,
             aperture_mm=sim.aperture_mm,
-            card_distance_mm=sim.card_distance_mm,
             line_time_ns=line,
             frame_period_ns=period,
         )

@@ -9,6 +9,7 @@ distance and smeared by its motion during the exposure.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 
 from device.sim.optics import LED_BEAM_EXPONENT, LED_INTENSITY, Optics
-from device.sim.scene import Placed, Scene
+from device.sim.scene import FLOOD_SKIN_RADIANCE, Placed, Scene
 from device.sim.surfaces import MM_PER_PX, Surface
 
 #: the sharpest the lens and the ISP's scaling get, as a Gaussian sigma in pixels
@@ -214,6 +215,33 @@ def optical_blur(
         soft = cv2.GaussianBlur(out, (0, 0), 1 + 3 * smudge, borderType=cv2.BORDER_REPLICATE)
         out = (1 - smudge) * soft + smudge * 0.85 * veil + smudge * 0.15 * float(out.mean())
     return out
+
+
+#: a greasy window scatters the ring's own light straight back into the lens, whatever is in
+#: front: at smudge 1, the full ring's glow is this fraction of skin's radiance at the nominal
+#: distance (a clean window: none)
+WINDOW_GLOW = 0.4
+
+
+def window_glow(optics: Optics, levels: np.ndarray, smudge: float) -> np.ndarray:
+    """The glow of a smudged window under the ring at ``levels`` ((H, n) per row)."""
+    return np.einsum("hk,khw->hw", levels, _glow_patterns(optics)) * np.float32(smudge)
+
+
+@functools.lru_cache(maxsize=4)
+def _glow_patterns(optics: Optics) -> np.ndarray:
+    """(n, H, W): each sector's glow, broad and brightest on that sector's side of the frame."""
+
+    xs = (np.arange(optics.width, dtype=np.float32) - optics.cx) / optics.width
+    ys = (np.arange(optics.height, dtype=np.float32) - optics.cy) / optics.width
+    gx, gy = np.meshgrid(xs, ys)
+    out = np.empty((optics.n_sectors, optics.height, optics.width), np.float32)
+    for k, (lx, ly, _) in enumerate(optics.led_positions()):
+        d = math.hypot(lx, ly) or 1.0
+        cx, cy = 0.4 * lx / d, 0.4 * ly / d
+        out[k] = np.exp(-((gx - cx) ** 2 + (gy - cy) ** 2) / (2 * 0.35**2))
+    peak = float(out.sum(axis=0)[int(optics.cy), int(optics.cx)])
+    return out * np.float32(WINDOW_GLOW * FLOOD_SKIN_RADIANCE / peak)
 
 
 def rolling_skew(image: np.ndarray, geom: Geometry, optics: Optics) -> np.ndarray:

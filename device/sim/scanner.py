@@ -34,7 +34,7 @@ class SimulatedScanner:
         self.clock = clock
         self.pin_factory = SimPinFactory(clock=clock)
         leds = config.leds
-        self.optics = Optics.from_config(config.camera, config.sim, len(leds.sector_pins))
+        self.optics = Optics.from_config(config.camera, config.sim, leds)
         self.faults = faults if faults is not None else SimFaults()
         self.ring, self.indicator = gpio_parts(config, pin_factory=self.pin_factory, clock=clock)
         self.camera = SimCamera(

@@ -20,7 +20,9 @@ from device.sim.surfaces import Surface
 BONA_FIDE = "genuine"
 ATTACKS = ("print_flat", "print_flat_veins", "print_curved", "screen", "fake_hand")
 OTHERS = ("empty", "partial_hand", "two_hands", "closed_hand", "card")
-SCENE_KINDS = (BONA_FIDE, *ATTACKS, *OTHERS)
+#: what a technician holds over the scanner to calibrate it, besides the grey card
+TARGETS = ("cap", "target")
+SCENE_KINDS = (BONA_FIDE, *ATTACKS, *OTHERS, *TARGETS)
 
 #: nominal distance of a hand over the scanner, mm
 NOMINAL_DISTANCE_MM = 125.0
@@ -181,6 +183,10 @@ def make_scene(
         objects = ()
     elif kind == "card":
         objects = (Placed(surfaces.grey_card(), Pose(z=distance_mm or NOMINAL_DISTANCE_MM, roll=0.0)),)
+    elif kind == "cap":
+        objects = (Placed(surfaces.lens_cap(), Pose(z=4.0, roll=0.0)),)
+    elif kind == "target":
+        objects = (Placed(surfaces.focus_target(), Pose(z=distance_mm or NOMINAL_DISTANCE_MM, roll=0.0)),)
     elif kind == "genuine":
         objects = (Placed(surfaces.hand(sub), pose, mot),)
     elif kind == "closed_hand":

@@ -427,3 +427,37 @@ def grey_card(albedo: float = 0.5, size_mm: float = 400.0) -> Surface:
         mask=np.ones_like(u),
         facts={"albedo": albedo},
     )
+
+
+def lens_cap(size_mm: float = 200.0) -> Surface:
+    """A cap or dark cloth over the window: nothing reaches the lens."""
+    u, _ = _grid(size_mm, size_mm)
+    height = np.zeros_like(u)
+    return Surface(
+        kind="cap",
+        height=height,
+        normal=normals_from_height(height),
+        albedo=np.zeros_like(u),
+        mask=np.ones_like(u),
+    )
+
+
+#: the focus and scale target: a matte white card with a black square of this side at its centre
+TARGET_SQUARE_MM = 60.0
+TARGET_WHITE, TARGET_BLACK = 0.85, 0.04
+
+
+def focus_target(size_mm: float = 400.0, square_mm: float = TARGET_SQUARE_MM) -> Surface:
+    """The focus and scale target: sharp edges to focus on, a square of known size to measure."""
+    u, v = _grid(size_mm, size_mm)
+    height = np.zeros_like(u)
+    half = square_mm / 2
+    inside = (np.abs(u) <= half) & (np.abs(v) <= half)
+    return Surface(
+        kind="target",
+        height=height,
+        normal=normals_from_height(height),
+        albedo=np.where(inside, TARGET_BLACK, TARGET_WHITE).astype(np.float32),
+        mask=np.ones_like(u),
+        facts={"square_mm": square_mm},
+    )
