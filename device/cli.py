@@ -292,6 +292,110 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from device.calibration import calfile as cf
+    from device.calibration import report
+    from device.calibration import session as ses
+    from device.calibration import steps as S
+
+    if args.simulate:
+        for fault in args.fault:
+            name, _, arg = fault.partition(":")
+            needs_k = name in ("dead-sector", "weak-sector")
+            if name not in ses.SIM_FAULTS or needs_k != bool(arg) or (needs_k and not arg.isdigit()):
+                raise UsageError(
+                    f"--fault {fault!r}: valid are {', '.join(ses.SIM_FAULTS)} "
+                    "(dead-sector and weak-sector as NAME:K, K a sector number)"
+                )
+        config = _config_for(args)
+    else:
+        if args.fault:
+            raise UsageError("--fault is for the simulated scanner: add --simulate")
+        if not args.config:
+            raise UsageError("the scanner's config is needed: --config FILE (or --simulate)")
+        config = load_config(args.config)
+    path = (
+        Path(args.file)
+        if args.file
+        else (None if args.simulate and not args.config else config.calibration.file)
+    )
+    if args.report:
+        ses.report_path_ok(Path(args.report))
+    previous = None
+    if path is not None and path.exists():
+        try:
+            previous = cf.load(path)
+        except cf.CalibrationError as e:
+            if args.step == "verify":
+                raise
+            print(f"palm calibrate: {e}; starting afresh", file=sys.stderr)
+    elif args.step == "verify":
+        raise cf.CalibrationError(
+            f"no calibration to verify{f' at {path}' if path else ''}: run `palm calibrate all`"
+            + (" --simulate --file FILE first" if args.simulate else " first")
+        )
+    console = ses.Console(sys.stdout, wait=None if args.simulate or args.yes else ses.press_enter)
+    opened = (
+        ses.sim_station(config, args.fault, console) if args.simulate else ses.real_station(config, console)
+    )
+    where = "the simulated scanner" if args.simulate else config.device.id
+    print(
+        f"palm calibrate {args.step} on {where}"
+        + (f" (faults: {', '.join(args.fault)})" if args.fault else "")
+    )
+    with opened as station:
+        if args.step == "verify":
+            assert previous is not None
+            found: list[S.Outcome] = []
+
+            def said(o: S.Outcome) -> None:
+                found.append(o)
+                for line in o.lines:
+                    console.say(f"  {line}")
+                console.say(f"{o.step}: {'as calibrated' if o.ok else 'DRIFTED'}")
+
+            try:
+                S.verify(station, config, previous, said)
+            except S.StepFailed as e:
+                raise UsageError(str(e)) from None
+            ok = all(o.ok for o in found)
+            print(f"verify: {'within tolerances of ' + previous.id if ok else 'drifted: calibrate again'}")
+            if args.report:
+                _write_text(
+                    args.report, report.render(previous, found, saved_to=str(path), title="Calibration check")
+                )
+                print(f"wrote the report {args.report}")
+            return 0 if ok else 1
+        result = ses.calibrate(args.step, station, config, previous)
+    saved = None
+    if path is not None and result.calibration is not previous and any(o.ok for o in result.outcomes):
+        cf.save(result.calibration, path)
+        saved = str(path)
+        print(f"wrote {path} (calibration {result.calibration.id})")
+    elif path is None:
+        print("calibration kept in memory only: give --file FILE to keep it")
+    if args.report:
+        text = report.render(result.calibration, result.outcomes, saved_to=saved, title="Scanner calibration")
+        _write_text(args.report, text)
+        print(f"wrote the report {args.report}")
+    failed = [o.step for o in result.outcomes if not o.ok]
+    missing = result.calibration.missing()
+    if failed:
+        print(f"calibrate: {failed[0]} failed; fix what it says and run `palm calibrate {failed[0]}` again")
+    elif missing:
+        print(f"calibrate: passed; still to do: {', '.join(missing)}")
+    else:
+        print("calibrate: every step passed")
+    return 1 if failed else 0
+
+
+def _write_text(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path!r}: {exc.strerror}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if not args.simulate:
         print(
@@ -337,14 +441,6 @@ def _fault_spec(text: str) -> tuple[float, float]:
             "such as 20 or 20:5"
         )
     return spec
-
-
-def _not_yet(name: str, issue: int) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        print(f"palm {name}: not available in this version yet (planned in issue #{issue})", file=sys.stderr)
-        return EX_UNAVAILABLE
-
-    return handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -562,16 +658,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run)
 
-    skeleton = [
-        ("calibrate", 6, "calibrate the scanner with a grey card and targets"),
-    ]
-    for name, issue, text in skeleton:
-        p = sub.add_parser(
-            name,
-            help=text,
-            description=f"{text[0].upper()}{text[1:]}. Not available in this version yet (issue #{issue}).",
-        )
-        p.set_defaults(handler=_not_yet(name, issue))
+    from device.calibration.session import CHOICES, SIM_FAULTS
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="calibrate the scanner with the lens cap, a grey card and the focus target",
+        description="Guides the technician step by step and writes the calibration file (figures and "
+        "tables, no images). Steps: dark (lens covered), flat (nothing in front, then the grey card: "
+        "flat fields, dead, weak or miswired sectors, a smudged window), exposure (the palm's exposure "
+        "within the eye-safety limit), focus and scale (the focus target); all runs them in order; "
+        "verify re-checks a calibrated scanner and exits 1 if it drifted.",
+    )
+    cal.add_argument("step", choices=CHOICES)
+    cal.add_argument("--config", metavar="FILE", help="the scanner's config (with --simulate: optional)")
+    cal.add_argument(
+        "--file",
+        metavar="FILE",
+        help="the calibration file to update or verify (default: [calibration] file)",
+    )
+    cal.add_argument("--report", metavar="FILE.html", help="write the technician's report here")
+    cal.add_argument("--simulate", action="store_true", help="calibrate the simulated scanner")
+    cal.add_argument("--yes", action="store_true", help="do not wait for Enter after each instruction")
+    cal.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="simulated scanner: break something a step must catch: "
+        + ", ".join(f"{k} ({v})" for k, v in SIM_FAULTS.items())
+        + "; dead-sector and weak-sector as NAME:K; repeatable",
+    )
+    cal.set_defaults(handler=cmd_calibrate)
     return parser
 
 

@@ -251,10 +251,12 @@ def real_probes(config_path: str) -> Probes:
         return f"{config.device.key_file}: Ed25519, readable by this user only"
 
     def calibration(config: Config) -> str:
-        raise LookupError(
-            "no calibration file: `palm calibrate` (issue #6) is not built yet, and liveness needs "
-            "this scanner's flat fields"
-        )
+        from device.calibration import calfile
+
+        try:
+            return describe_calibration(calfile.load(config.calibration.file), config)
+        except calfile.CalibrationError as e:
+            raise LookupError(str(e)) from None
 
     return Probes(
         load_config=lambda: load_config(config_path),
@@ -266,6 +268,33 @@ def real_probes(config_path: str) -> Probes:
         send_test=_send_test,
         settle=MonotonicClock().sleep,
     )
+
+
+#: a calibration older than this is due again (the LEDs age, the window gets scratched)
+CALIBRATION_MAX_DAYS = 365
+
+
+def describe_calibration(
+    cal: Any, config: Config, need: Sequence[str] = ("dark", "flat", "exposure", "focus", "scale")
+) -> str:
+    """What the calibration is, or LookupError saying why it does not do for this scanner."""
+    w, h = config.camera.main_size
+    if (cal.width, cal.height) != (w, h) or tuple(cal.sector_pins) != config.leds.sector_pins:
+        raise LookupError(
+            f"the calibration {cal.id} is for {cal.width}x{cal.height} frames and sectors on BCM "
+            f"{list(cal.sector_pins)}, this config has {w}x{h} and {list(config.leds.sector_pins)}: "
+            "run `palm calibrate all`"
+        )
+    missing = [step for step in need if getattr(cal, step) is None]
+    if missing:
+        raise LookupError(f"the calibration {cal.id} lacks {', '.join(missing)}: run `palm calibrate all`")
+    age = cal.age_days()
+    if age > CALIBRATION_MAX_DAYS:
+        raise LookupError(
+            f"the calibration {cal.id} is {age:.0f} days old (at most {CALIBRATION_MAX_DAYS}): run "
+            "`palm calibrate verify`, and `palm calibrate all` if it drifted"
+        )
+    return f"{cal.id}, {age:.0f} days old: {', '.join(need)} measured"
 
 
 def _send_test(config: Config, **kw: Any) -> tuple[bool, str]:
@@ -292,6 +321,7 @@ def simulated_probes(config: Config, faults: Sequence[str] = ()) -> Iterator[Pro
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     from device import __version__
+    from device.calibration.session import sim_calibration
     from device.clock import FakeClock
     from device.ingest.server import Ingest, IngestServer
     from device.protocol.seal import Sealer
@@ -307,7 +337,7 @@ def simulated_probes(config: Config, faults: Sequence[str] = ()) -> Iterator[Pro
     server = IngestServer(Ingest(recipients=[cloud], devices={config.device.id: device_key.public_key()}))
     server.start()
     clock = FakeClock()
-    card = make_scene("card", 0, condition="shop", distance_mm=config.sim.card_distance_mm)
+    card = make_scene("card", 0, condition="shop", distance_mm=config.calibration.card_distance_mm)
 
     def open_scanner(cfg: Config) -> AbstractContextManager[Scanner]:
         return SimulatedScanner(config=cfg, scenes=fixed(card, clock.monotonic_ns()), clock=clock, faults=sim)
@@ -325,7 +355,7 @@ def simulated_probes(config: Config, faults: Sequence[str] = ()) -> Iterator[Pro
             load_config=lambda: config,
             check_key=lambda cfg: "made in memory for the simulated scanner",
             open_scanner=open_scanner,
-            calibration=lambda cfg: "the simulator's own flat fields (measured at start, as palm run does)",
+            calibration=lambda cfg: describe_calibration(sim_calibration(cfg), cfg, ("flat", "exposure")),
             clock_synchronised=lambda: "clock-unsynced" not in faults,
             swap_devices=lambda: ["/var/swap (simulated)"] if "swap-on" in faults else [],
             send_test=send,

@@ -125,6 +125,7 @@ class ScanLoop:
         uplink: Uplink,
         flat: FlatField | None,
         model: L.Model,
+        calibration_id: str | None = None,
         emit: Callable[[dict[str, Any]], None],
         kind_of_scene: Callable[[], str | None] = lambda: None,
         stopwatch: Callable[[], int] | None = None,
@@ -138,6 +139,7 @@ class ScanLoop:
         self._sealer = sealer
         self._uplink = uplink
         self._flat = flat
+        self._calibration_id = calibration_id  # sealed captures name the calibration that judged them
         self._model = model
         self._emit = emit
         self._kind = kind_of_scene
@@ -296,7 +298,7 @@ class ScanLoop:
         capture = self._sealer.seal(
             crops,
             checks={"quality": {"score": verdict.quality.score}, "liveness": {"score": live.score}},
-            calibration=None,
+            calibration=self._calibration_id,
         )
         stages["sealing"] = self._ms_since(t)
         t = self._stopwatch()

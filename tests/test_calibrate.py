@@ -1,0 +1,196 @@
+"""``palm calibrate`` on the simulated scanner: every step passes on a sound scanner, each injected
+fault is caught by the step meant to catch it, the file round-trips and bad files are named."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device import cli
+from device.calibration import calfile as cf
+from device.calibration import steps as S
+from device.config import defaults_for_simulation
+from device.selftest import describe_calibration
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """One sound calibration of the simulated scanner, with its report and what it printed."""
+    import contextlib
+    import io
+
+    d = tmp_path_factory.mktemp("cal")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(
+            ["calibrate", "all", "--simulate", "--file", str(d / "cal.toml"), "--report", str(d / "r.html")]
+        )
+    assert code == 0, out.getvalue()
+    return d / "cal.toml", d / "r.html", out.getvalue()
+
+
+def test_every_step_passes_on_a_sound_scanner_and_the_file_has_them_all(
+    calibrated: tuple[Path, Path, str],
+) -> None:
+    path, _, printed = calibrated
+    for step in cf.STEPS:
+        assert f"{step}: passed" in printed
+    cal = cf.load(path)
+    assert cal.missing() == []
+    assert re.fullmatch(r"cal-\d{8}-\d{6}-[0-9a-f]{4}", cal.id)
+    assert cal.flat is not None and cal.focus is not None and cal.scale is not None
+    # The simulated optics: focal 380 px at 125 mm is 3.04 px/mm; the sectors sit at 45 + 90k degrees.
+    assert cal.scale.px_per_mm == pytest.approx(380 / 125, rel=0.03)
+    for k, deg in enumerate(cal.flat.sector_deg):
+        assert abs((deg - (45 + 90 * k) + 180) % 360 - 180) < 10
+    assert cal.focus.edge_px < S.EDGE_PX_MAX
+    assert cal.flat.window_glow < 0.005
+    # The file holds no image: only figures and tables of CELL_PX-pixel cells.
+    text = path.read_text()
+    assert len(text) < 120_000
+    rows, cols = cf.table_shape(640, 480)
+    assert cal.flat.tables["flood"].shape == (rows, cols) == (30, 40)
+    # It is what the selftest asks for.
+    assert describe_calibration(cal, defaults_for_simulation()).startswith(f"{cal.id}, 0 days old")
+
+
+def test_the_report_is_self_contained_with_maps_and_only_card_and_target_pictures(
+    calibrated: tuple[Path, Path, str],
+) -> None:
+    _, report, _ = calibrated
+    page = report.read_text()
+    assert "<html" in page and "All steps passed." in page
+    assert "http://" not in page and "https://" not in page  # nothing fetched from elsewhere
+    alts = re.findall(r"<img alt='([^']+)' src='data:image/png;base64,", page)
+    assert alts == [
+        "full ring",
+        "sector-0",
+        "sector-1",
+        "sector-2",
+        "sector-3",
+        "grey card under the full ring",
+        "focus target",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fault", "step", "words"),
+    [
+        ("dead-sector:2", "flat", "sector 2 (BCM 22) gives 0 % of the others' light: dead"),
+        ("weak-sector:1", "flat", "sector 1 (BCM 27) is weak"),
+        ("smudge", "flat", "the window is smudged"),
+        ("swapped-pins", "flat", "sector 0's pin (BCM 17) lights the side of sector 1"),
+        ("defocus", "focus", "out of focus"),
+        ("light-leak", "dark", "light reaches the sensor with the ring off"),
+    ],
+)
+def test_each_fault_is_caught_by_its_step(
+    fault: str, step: str, words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["calibrate", "all", "--simulate", "--fault", fault, "--file", str(tmp_path / "c.toml")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"{step}: FAILED" in out
+    assert words in out
+    # The steps before it passed and were kept; the failed one and later ones were not.
+    cal = cf.load(tmp_path / "c.toml") if (tmp_path / "c.toml").exists() else None
+    done = cf.STEPS[: cf.STEPS.index(step)]
+    assert (cal.history if cal else ()) == done
+
+
+def test_a_camera_that_is_gone_is_one_line_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["calibrate", "dark", "--simulate", "--fault", "camera-gone"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "camera stopped delivering frames" in err
+    assert "Traceback" not in err
+
+
+def test_verify_passes_then_catches_drift(
+    calibrated: tuple[Path, Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _, _ = calibrated
+    assert cli.main(["calibrate", "verify", "--simulate", "--file", str(path)]) == 0
+    assert "within tolerances of" in capsys.readouterr().out
+    assert (
+        cli.main(["calibrate", "verify", "--simulate", "--file", str(path), "--fault", "weak-sector:3"]) == 1
+    )
+    out = capsys.readouterr().out
+    assert "sector-3:" in out and "of its calibrated light" in out
+    assert cli.main(["calibrate", "verify", "--simulate", "--file", str(path), "--fault", "defocus"]) == 1
+    assert "less sharp than at calibration" in capsys.readouterr().out
+
+
+def test_focus_says_which_way_the_lens_turned(
+    calibrated: tuple[Path, Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(calibrated[0].read_text())
+    assert cli.main(["calibrate", "focus", "--simulate", "--file", str(path), "--fault", "defocus"]) == 1
+    assert "less sharp than the last measurement" in capsys.readouterr().out
+    assert cf.load(path).focus == cf.load(calibrated[0]).focus  # a failed focus does not replace a good one
+
+
+def test_the_file_round_trips(calibrated: tuple[Path, Path, str]) -> None:
+    cal = cf.load(calibrated[0])
+    again = cf.parse(__import__("tomllib").loads(cf.to_toml(cal)))
+    assert again.id == cal.id and again.exposure == cal.exposure and again.focus == cal.focus
+    assert cal.flat is not None and again.flat is not None
+    for role, t in cal.flat.tables.items():
+        np.testing.assert_allclose(again.flat.tables[role], t, rtol=1e-4)
+    field = again.flat_field()
+    assert field.response["flood"].shape == (480, 640)
+    assert field.lit_roles() == ["sector-0", "sector-1", "sector-2", "sector-3"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda t: t.replace("format = 1", "format = 9"), "format = 9 is not one this software reads"),
+        (lambda t: re.sub(r"\nwidth = 640\n", "\n", t), "width is missing"),
+        (
+            lambda t: t.replace("[scale]\npx_per_mm = ", "[scale]\npx_per_mm = 'x'\nold = "),
+            "scale.px_per_mm = 'x' is not a number",
+        ),
+        (
+            lambda t: re.sub(
+                r'\[flat.tables."sector-3"\]\nrows = \[\n  \[[^\]]*\],',
+                '[flat.tables."sector-3"]\nrows = [',
+                t,
+            ),
+            'flat.tables."sector-3".rows must be 30 rows of 40',
+        ),
+        (
+            lambda t: t.replace('[flat.tables."sector-3"]', '[flat.tables."sector-9"]'),
+            "sectors need flood, sector-0",
+        ),
+        (lambda t: t[: len(t) // 2], "is not valid TOML"),
+    ],
+)
+def test_a_bad_file_is_named_and_verify_refuses_it(
+    calibrated: tuple[Path, Path, str],
+    edit: object,
+    words: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(edit(calibrated[0].read_text()))  # type: ignore[operator]
+    with pytest.raises(cf.CalibrationError, match=re.escape(words)):
+        cf.load(path)
+    assert cli.main(["calibrate", "verify", "--simulate", "--file", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert words in err and str(path) in err and "Traceback" not in err
+
+
+def test_a_calibration_for_another_scanner_is_refused_by_the_selftest(
+    calibrated: tuple[Path, Path, str],
+) -> None:
+    cal = cf.load(calibrated[0])
+    config = defaults_for_simulation()
+    other = type(config)(**{**config.__dict__, "leds": type(config.leds)(sector_pins=(17, 27, 22))})
+    with pytest.raises(LookupError, match=r"sectors on BCM \[17, 27, 22, 23\].*run `palm calibrate all`"):
+        describe_calibration(cal, other)
