@@ -91,8 +91,8 @@ def _read_burst(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 @cache
 def _scanner_flat(config: Config) -> FlatField:
-    """The flat fields the checks use: until a calibration file exists (issue #6), the
-    simulated scanner's, measured the way calibration measures them."""
+    """The flat fields bursts are judged against: the simulated scanner's, measured by the
+    calibration's own flat step (bursts from another rig need that rig's: issue #7)."""
     from device.evaluation import sim_flat_field
 
     return sim_flat_field(config)

@@ -18,8 +18,6 @@ from device import __version__
 from device.config import Config, defaults_for_simulation, load_config
 from device.errors import OutputError, ScannerError, UsageError
 
-EX_UNAVAILABLE = 69  # sysexits.h: the service is not available
-
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -398,12 +396,7 @@ def _write_text(path: str, text: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     if not args.simulate:
-        print(
-            "palm run: the daemon on real hardware needs the scanner's calibration (flat fields for "
-            "liveness), which `palm calibrate` will measure (issue #6); until then use --simulate",
-            file=sys.stderr,
-        )
-        return EX_UNAVAILABLE
+        return _run_on_hardware(args)
     from device.daemon import logs
     from device.daemon.simulate import Options, run_simulated
 
@@ -416,7 +409,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_simulated(
         config,
         Options(
-            scans=args.scans,
+            scans=10 if args.scans is None else args.scans,
             seed=args.seed,
             as_json=args.json,
             endpoint=args.endpoint,
@@ -427,6 +420,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         ),
     )
     return 0 if summary.count else 1
+
+
+def _run_on_hardware(args: argparse.Namespace) -> int:
+    from device.daemon import logs
+    from device.daemon.hardware import Options, run_on_hardware
+
+    for flag, given in (("--endpoint", args.endpoint), ("--camera-fault", args.camera_fault)):
+        if given:
+            raise UsageError(
+                f"{flag} is for the simulated scanner: add --simulate ([cloud] endpoint sets the ingest)"
+            )
+    if not args.config:
+        raise UsageError("the scanner's config is needed: --config FILE (or --simulate)")
+    logs.setup(sys.stdout, as_json=True)  # journald keeps stdout; one JSON object per line
+    config = load_config(args.config)
+    summary = run_on_hardware(
+        config,
+        Options(scans=args.scans, status_port=args.status_port, reload=lambda: load_config(args.config)),
+    )
+    return 0 if summary.count or args.scans is None else 1
 
 
 def _fault_spec(text: str) -> tuple[float, float]:
@@ -628,13 +641,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="serve shoppers: the scanner daemon (--simulate: on the simulated scanner)",
-        description="The scanner's main job. With --simulate it runs on the simulated scanner with "
-        "a scenario of shoppers and attacks, keys made in memory and the reference ingest on "
-        "127.0.0.1, printing one line per event and a summary. SIGTERM stops it cleanly, "
-        "SIGHUP re-reads --config.",
+        description="The scanner's main job. On the scanner (--config FILE, as palmd.service runs it) it "
+        "drives the camera, LED ring and indicator, judges bursts against the calibration file and "
+        "uploads sealed captures, logging JSON lines on stdout. With --simulate it runs on the "
+        "simulated scanner with a scenario of shoppers and attacks, keys made in memory and the "
+        "reference ingest on 127.0.0.1, printing one line per event and a summary. SIGTERM stops it "
+        "cleanly, SIGHUP re-reads --config.",
     )
     run.add_argument("--simulate", action="store_true", help="run on the simulated scanner")
-    run.add_argument("--scans", type=int, default=10, metavar="N", help="stop after N scans (default 10)")
+    run.add_argument(
+        "--scans", type=int, metavar="N", help="stop after N scans (default: 10 with --simulate, else never)"
+    )
     run.add_argument("--seed", type=int, default=1, help="scenario seed")
     run.add_argument("--json", action="store_true", help="JSON lines; the summary is the last line")
     run.add_argument(

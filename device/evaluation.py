@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device.calibration.flatfield import FlatField, measure
+from device.calibration.flatfield import FlatField
 from device.capture import Settings, meter, take
 from device.clock import FakeClock
 from device.config import Config
@@ -26,29 +26,14 @@ from device.vision import liveness as L
 from device.vision.pipeline import Verdict, analyse_burst
 
 START = Settings(exposure_us=2000, gain=2.0)
-CARD_ALBEDO = 0.5
 
 
 def sim_flat_field(config: Config) -> FlatField:
-    """The simulated scanner's flat fields as the liveness combiner was trained on them: one burst of
-    the grey card at the calibration distance, 1500 us, gain 1, each frame smoothed.
+    """The simulated scanner's flat fields, measured as `palm calibrate flat` measures a real
+    scanner's (metered, averaged bursts of the grey card) and read back from its tables."""
+    from device.calibration.session import sim_calibration  # the session imports the simulator
 
-    `palm calibrate flat` measures a real scanner's with averaged, metered bursts (less noise);
-    the combiner is to be refitted on those (see the README's calibration section).
-    """
-    card = make_scene("card", 0, condition="dark", distance_mm=config.calibration.card_distance_mm)
-    clock = FakeClock()
-    with SimulatedScanner(config=config, scenes=fixed(card, clock.monotonic_ns()), clock=clock) as s:
-        settings = Settings(exposure_us=1500, gain=1.0)
-        frames = take(s.camera, s.ring, settings, len(config.leds.sector_pins))
-        s.ring.off()
-    return measure(
-        {f.leds or "": f.pixels for f in frames},
-        exposure_us=settings.exposure_us,
-        gain=settings.gain,
-        card_albedo=CARD_ALBEDO,
-        card_distance_mm=config.calibration.card_distance_mm,
-    )
+    return sim_calibration(config).flat_field()
 
 
 @dataclass(frozen=True)

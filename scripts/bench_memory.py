@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     samples: list[float] = []
     started = time.monotonic()
+    peaks: list[float] = []  # the process's peak so far, after each scan
 
     def on_scan(scan: Scan) -> None:
         samples.append(rss_mb())
+        peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         n = len(samples)
         if n % 100 == 0:
             print(
@@ -64,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         "rss_last_mb": round(samples[-1], 1),
         "growth_since_scan_100_mb": round(samples[-1] - at100, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # start-up (calibrating the simulated scanner, the first scenes) against serving
+        "peak_rss_by_first_scan_mb": round(peaks[0], 1),
+        "peak_rss_after_scan_100_mb": round(max(peaks[99:], default=peaks[-1]), 1),
+        "rss_max_sample_mb": round(max(samples), 1),
         "seconds": round(time.monotonic() - started),
         # what the scans were, so a memory figure is never read without the run behind it
         "outcomes": summary.as_json()["outcomes"],

@@ -32,8 +32,3 @@ def test_run_simulate_prints_a_story_a_person_can_follow() -> None:
     # The log lines on stderr are plain sentences, not JSON, and nothing went wrong.
     assert "palm: info: ready: the camera delivers frames" in proc.stderr
     assert "Traceback" not in proc.stderr and "error" not in proc.stderr
-
-
-def test_run_on_real_hardware_says_what_it_waits_for() -> None:
-    proc = subprocess.run([sys.executable, "-m", "device", "run"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 69 and "--simulate" in proc.stderr and "calibrat" in proc.stderr

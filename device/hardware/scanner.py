@@ -57,11 +57,19 @@ def close_all(*closers: Callable[[], None]) -> None:
 class RealScanner:
     """Camera, LED ring and indicator of this Raspberry Pi, sharing the monotonic clock."""
 
-    def __init__(self, config: Config, *, clock: Clock | None = None, pin_factory: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        pin_factory: Any = None,
+        camera_backend: Any = None,
+    ) -> None:
+        """``pin_factory`` and ``camera_backend`` (a Picamera2 class): this Pi's own unless given."""
         self.clock = clock or MonotonicClock()
         factory = pin_factory if pin_factory is not None else real_pin_factory(config.leds.pin_factory)
         self.ring, self.indicator = gpio_parts(config, pin_factory=factory, clock=self.clock)
-        self.camera = PiCamera(config=config.camera)
+        self.camera = PiCamera(config=config.camera, backend=camera_backend)
 
     def close(self) -> None:
         close_all(self.ring.close, self.indicator.close, self.camera.close)

@@ -1,0 +1,123 @@
+"""``palm run``: the daemon on the scanner's own camera, LED ring and indicator.
+
+Everything the simulated run wires, from the config instead: the device key, the
+cloud's recipient key and endpoint, the calibration file (flat fields for liveness,
+its id sealed into every capture), the real scanner. Refuses to start, with one line
+saying what to do, when any of them is missing or wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from device import __version__
+from device.calibration import calfile
+from device.clock import Clock
+from device.config import Config
+from device.daemon.loop import ScanLoop, Summary
+from device.daemon.notify import Notifier
+from device.daemon.process import harden
+from device.daemon.service import Parts, Service
+from device.daemon.status import StatusServer
+from device.protocol.keys import load_device_key, recipient_public
+from device.protocol.seal import Sealer
+from device.selftest import describe_calibration
+from device.uplink.outbox import Outbox
+from device.uplink.session import make_session
+from device.uplink.uplink import Uplink
+from device.vision.liveness import default_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    scans: int | None = None  # None: serve until stopped
+    status_port: int | None = None
+    reload: Callable[[], Config] | None = None
+    signals: bool = True
+    lock_memory: bool = True
+    #: the scanner's parts (tests give gpiozero's mock pins and a stand-in camera here)
+    open_scanner: Callable[[Config], AbstractContextManager[Any]] | None = None
+    #: called with the service and the status port before serving (tests stop it from another thread)
+    before_serving: Callable[[Service, int | None], None] | None = None
+
+
+def run_on_hardware(config: Config, opts: Options) -> Summary:
+    cal = calfile.load(config.calibration.file)
+    try:
+        log.info("calibration: %s", describe_calibration(cal, config, ("flat", "exposure")))
+    except LookupError as e:
+        raise calfile.CalibrationError(str(e)) from None
+    hardening = harden(allow_swap=config.device.allow_swap, lock=opts.lock_memory)
+    log.info(hardening.describe())
+    device_key = load_device_key(config.device.key_file)
+    recipient = recipient_public(config.cloud.recipient_public_bytes)
+    flat = cal.flat_field()
+    model = default_model()
+    if opts.open_scanner is None:
+        from device.hardware.scanner import RealScanner
+
+        open_scanner: Callable[[Config], AbstractContextManager[Any]] = RealScanner
+    else:
+        open_scanner = opts.open_scanner
+    session = make_session(
+        ca_bundle=config.cloud.ca_bundle,
+        pin_sha256=config.cloud.pin_sha256,
+        user_agent=f"palm-scanner/{__version__}",
+    )
+    status = None
+    with open_scanner(config) as scanner:
+        clock: Clock = scanner.clock
+        sealer = Sealer(
+            device_id=config.device.id,
+            device_key=device_key,
+            recipient=recipient,
+            firmware=__version__,
+            monotonic_ns=clock.monotonic_ns,
+        )
+        uplink = Uplink(endpoint=config.cloud.endpoint, session=session, clock=clock, outbox=Outbox())
+
+        def make_loop(cfg: Config, tick: Callable[[], None]) -> ScanLoop:
+            return ScanLoop(
+                config=cfg,
+                camera=scanner.camera,
+                ring=scanner.ring,
+                indicator=scanner.indicator,
+                clock=clock,
+                sealer=sealer,
+                uplink=uplink,
+                flat=flat,
+                model=model,
+                calibration_id=cal.id,
+                emit=lambda event: log.info("%s", event["event"], extra={"fields": event}),
+                tick=tick,
+            )
+
+        parts = Parts(camera=scanner.camera, ring=scanner.ring, indicator=scanner.indicator, uplink=uplink)
+        service = Service(
+            config=config,
+            parts=parts,
+            make_loop=make_loop,
+            clock=clock,
+            reload=opts.reload,
+            notifier=Notifier(),
+        )
+        try:
+            if opts.status_port is not None:
+                status = StatusServer(service.metrics, opts.status_port).start()
+                log.info("status on http://127.0.0.1:%d/metrics and /healthz", status.port)
+            if opts.signals:
+                service.install_signals()
+            if opts.before_serving is not None:
+                opts.before_serving(service, status.port if status is not None else None)
+            service.serve(scans=opts.scans)
+        finally:
+            if status is not None:
+                status.stop()
+            uplink.close()
+    return service.summary
