@@ -300,10 +300,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         for fault in args.fault:
             name, _, arg = fault.partition(":")
             needs_k = name in ("dead-sector", "weak-sector")
-            if name not in ses.SIM_FAULTS or needs_k != bool(arg) or (needs_k and not arg.isdigit()):
+            n = len(_config_for(args).leds.sector_pins)
+            if (
+                name not in ses.SIM_FAULTS
+                or needs_k != bool(arg)
+                or (needs_k and not (arg.isdigit() and int(arg) < n))
+            ):
                 raise UsageError(
                     f"--fault {fault!r}: valid are {', '.join(ses.SIM_FAULTS)} "
-                    "(dead-sector and weak-sector as NAME:K, K a sector number)"
+                    f"(dead-sector and weak-sector as NAME:K, K a sector from 0 to {n - 1})"
                 )
         config = _config_for(args)
     else:

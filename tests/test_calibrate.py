@@ -194,3 +194,41 @@ def test_a_calibration_for_another_scanner_is_refused_by_the_selftest(
     other = type(config)(**{**config.__dict__, "leds": type(config.leds)(sector_pins=(17, 27, 22))})
     with pytest.raises(LookupError, match=r"sectors on BCM \[17, 27, 22, 23\].*run `palm calibrate all`"):
         describe_calibration(cal, other)
+
+
+def test_the_scale_tells_how_far_a_palm_is(calibrated: tuple[Path, Path, str]) -> None:
+    """The daemon's "too far"/"too close" says how far, from the calibration's scale and an adult
+    palm's size: on simulated hands of 72-94 mm at 80 to 200 mm, within 15 %."""
+    from device.daemon.loop import palm_distance_mm
+    from device.hardware import patterns
+    from device.sim.scene import make_scene
+    from device.sim.sheet import render_burst
+    from device.vision.liveness import lit_frames
+    from device.vision.roi import segment
+
+    cal = cf.load(calibrated[0])
+    assert cal.scale is not None
+    config = defaults_for_simulation()
+    errors = []
+    for i, z in enumerate((80.0, 100.0, 125.0, 160.0, 200.0) * 2):
+        scene = make_scene("genuine", 4000 + i, condition="dark", distance_mm=z, motion="still")
+        frames = render_burst(config, scene, patterns.all_patterns(4), exposure_us=2500, gain=2.0)
+        hand = segment(lit_frames({f.leds or "": f.pixels for f in frames})["flood"])
+        assert hand is not None
+        errors.append(palm_distance_mm(hand.radius, (cal.scale.px_per_mm, cal.scale.distance_mm)) / z - 1)
+    assert max(abs(e) for e in errors) < 0.15, errors
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--report", "r.txt"], "give a name ending in .html, not 'r.txt'"),
+        (["--fault", "dead-sector:9"], "K a sector from 0 to 3"),
+        (["--fault", "weak-sector"], "K a sector from 0 to 3"),
+        (["--fault", "gremlins"], "valid are dead-sector, weak-sector, smudge"),
+    ],
+)
+def test_bad_arguments_are_one_line(args: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["calibrate", "all", "--simulate", *args]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err

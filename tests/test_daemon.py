@@ -122,6 +122,10 @@ def test_metrics_parse_as_prometheus_text_and_health_follows_faults() -> None:
     }
     assert buckets["0.05"] == 1 and buckets["1"] == 2 and buckets["+Inf"] == 2
     assert families["palm_outbox_depth"].samples[0].value == 2
+    # Before the camera's first frame the scanner is not serving: 503, and palm_up 0.
+    assert m.health() == (503, {"status": "starting", "state": "starting"})
+    assert families["palm_up"].samples[0].value == 0
+    m.set(state="serving")
     assert m.health()[0] == 200
     m.set(fault="camera: gone")
     code, body = m.health()
@@ -130,6 +134,7 @@ def test_metrics_parse_as_prometheus_text_and_health_follows_faults() -> None:
 
 def test_status_server_listens_on_loopback_only() -> None:
     m = Metrics()
+    m.set(state="serving")
     server = StatusServer(m, 0).start()
     try:
         base = f"http://127.0.0.1:{server.port}"

@@ -20,7 +20,7 @@ from device.calibration import calfile as cf
 from device.calibration import steps as S
 from device.clock import FakeClock
 from device.config import Config
-from device.errors import CameraError
+from device.errors import CameraError, UsageError
 from device.hardware.camera import Camera
 from device.hardware.ring import LedRing
 
@@ -224,15 +224,21 @@ def calibrate(step: str, station: ScannerStation, config: Config, previous: cf.C
 
 
 def sim_calibration(config: Config) -> cf.Calibration:
-    """The simulated scanner's calibration (its flat fields and the palm's exposure), measured by
-    the calibration's own steps, as ``palm run --simulate`` and ``palm eval`` use it."""
+    """The simulated scanner's calibration (flat fields, the palm's exposure, focus and scale),
+    measured by the calibration's own steps, as ``palm run --simulate`` and ``palm eval`` use it."""
     with sim_station(config, console=Console(io.StringIO())) as station:
-        out = S.flat(station, config)
-    if not out.ok or not isinstance(out.part, cf.Flat):
-        raise RuntimeError("the simulated scanner's flat calibration failed: " + "; ".join(out.lines))
+        flat = S.flat(station, config)
+        view = S.look_at_target(station, config)
+    if not flat.ok or not isinstance(flat.part, cf.Flat):
+        raise RuntimeError("the simulated scanner's flat calibration failed: " + "; ".join(flat.lines))
     w, h = config.camera.main_size
     cal = cf.empty(config.device.id, w, h, config.leds.sector_pins, __version__)
-    return cal.updated(flat=out.part, exposure=S.exposure(out.part, config).part)
+    return cal.updated(
+        flat=flat.part,
+        exposure=S.exposure(flat.part, config).part,
+        focus=S.focus(view, None).part,
+        scale=S.scale(view, config).part,
+    )
 
 
 def save(session: Session, path: Path) -> None:
@@ -242,4 +248,6 @@ def save(session: Session, path: Path) -> None:
 
 def report_path_ok(path: Path) -> None:
     if path.suffix.lower() not in (".html", ".htm"):
-        raise S.StepFailed(f"the report is an HTML page: give a name ending in .html, not {path.name!r}")
+        raise UsageError(
+            f"--report: the report is an HTML page: give a name ending in .html, not {path.name!r}"
+        )

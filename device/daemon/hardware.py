@@ -18,7 +18,7 @@ from device import __version__
 from device.calibration import calfile
 from device.clock import Clock
 from device.config import Config
-from device.daemon.loop import ScanLoop, Summary
+from device.daemon.loop import Summary, loop_maker
 from device.daemon.notify import Notifier
 from device.daemon.process import harden
 from device.daemon.service import Parts, Service
@@ -57,7 +57,6 @@ def run_on_hardware(config: Config, opts: Options) -> Summary:
     log.info(hardening.describe())
     device_key = load_device_key(config.device.key_file)
     recipient = recipient_public(config.cloud.recipient_public_bytes)
-    flat = cal.flat_field()
     model = default_model()
     if opts.open_scanner is None:
         from device.hardware.scanner import RealScanner
@@ -82,22 +81,15 @@ def run_on_hardware(config: Config, opts: Options) -> Summary:
         )
         uplink = Uplink(endpoint=config.cloud.endpoint, session=session, clock=clock, outbox=Outbox())
 
-        def make_loop(cfg: Config, tick: Callable[[], None]) -> ScanLoop:
-            return ScanLoop(
-                config=cfg,
-                camera=scanner.camera,
-                ring=scanner.ring,
-                indicator=scanner.indicator,
-                clock=clock,
-                sealer=sealer,
-                uplink=uplink,
-                flat=flat,
-                model=model,
-                calibration_id=cal.id,
-                emit=lambda event: log.info("%s", event["event"], extra={"fields": event}),
-                tick=tick,
-            )
-
+        make_loop = loop_maker(
+            scanner=scanner,
+            clock=clock,
+            sealer=sealer,
+            uplink=uplink,
+            calibration=cal,
+            model=model,
+            emit=lambda event: log.info("%s", event["event"], extra={"fields": event}),
+        )
         parts = Parts(camera=scanner.camera, ring=scanner.ring, indicator=scanner.indicator, uplink=uplink)
         service = Service(
             config=config,

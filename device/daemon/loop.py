@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import cv2
 
+from device.calibration.calfile import Calibration
 from device.calibration.flatfield import FlatField
 from device.capture import Settings, meter, take
 from device.clock import Clock
@@ -40,6 +41,8 @@ SHOW_RESULT_S = 1.2
 UPLOAD_WAIT_S = 3.0
 MAX_BURSTS = 3
 #: quality reasons a shopper can fix while the scan goes on
+#: an adult palm's inscribed radius (widths of 76-89 mm); a distance from it is good to about 10 %
+PALM_RADIUS_MM = 40.0
 GUIDANCE = frozenset(
     {R.TOO_FAR, R.TOO_CLOSE, R.OFF_CENTRE, R.PARTIAL_HAND, R.HOLD_STILL, R.OPEN_HAND, R.OUT_OF_FOCUS}
 )
@@ -112,6 +115,53 @@ class Summary:
         }
 
 
+def loop_maker(
+    *,
+    scanner: Any,
+    clock: Clock,
+    sealer: Sealer,
+    uplink: Uplink,
+    calibration: Calibration,
+    model: L.Model,
+    emit: Callable[[dict[str, Any]], None],
+    **extra: Any,
+) -> Callable[[Config, Callable[[], None]], ScanLoop]:
+    """How the service makes its loop (again after SIGHUP), on a scanner's parts and its calibration:
+    the flat fields, the id sealed into captures, where metering starts, the scale."""
+    flat = calibration.flat_field()
+    e, s = calibration.exposure, calibration.scale
+    start = Settings(e.exposure_us, e.gain) if e is not None else None
+    scale = (s.px_per_mm, s.distance_mm) if s is not None else None
+
+    def make(cfg: Config, tick: Callable[[], None]) -> ScanLoop:
+        return ScanLoop(
+            config=cfg,
+            camera=scanner.camera,
+            ring=scanner.ring,
+            indicator=scanner.indicator,
+            clock=clock,
+            sealer=sealer,
+            uplink=uplink,
+            flat=flat,
+            model=model,
+            calibration_id=calibration.id,
+            start=start,
+            scale=scale,
+            emit=emit,
+            tick=tick,
+            **extra,
+        )
+
+    return make
+
+
+def palm_distance_mm(radius_px: float, scale: tuple[float, float]) -> float:
+    """How far a palm of ``radius_px`` (inscribed radius, frame pixels) is, from the calibration's
+    scale (pixels per mm at a distance in mm): apparent size falls as one over the distance."""
+    px_per_mm, at_mm = scale
+    return at_mm * px_per_mm * PALM_RADIUS_MM / max(radius_px, 1e-6)
+
+
 class ScanLoop:
     def __init__(
         self,
@@ -126,6 +176,8 @@ class ScanLoop:
         flat: FlatField | None,
         model: L.Model,
         calibration_id: str | None = None,
+        start: Settings | None = None,
+        scale: tuple[float, float] | None = None,
         emit: Callable[[dict[str, Any]], None],
         kind_of_scene: Callable[[], str | None] = lambda: None,
         stopwatch: Callable[[], int] | None = None,
@@ -140,6 +192,8 @@ class ScanLoop:
         self._uplink = uplink
         self._flat = flat
         self._calibration_id = calibration_id  # sealed captures name the calibration that judged them
+        # pixels per mm at a distance (mm), from the calibration: "too far" says how far, in mm
+        self._scale = scale
         self._model = model
         self._emit = emit
         self._kind = kind_of_scene
@@ -150,7 +204,8 @@ class ScanLoop:
         self._tick = tick
         self._held: list[Any] = []  # frames not yet wiped: wiped on any way out
         self._background = presence.Background()
-        self._settings = Settings(exposure_us=2000, gain=2.0)
+        # where metering starts: the calibration's exposure for a palm at the nominal distance
+        self._settings = start or Settings(exposure_us=2000, gain=2.0)
         self._last: presence.Presence | None = None  # the previous presence frame, for movement
 
     def _ms_since(self, t_ns: int) -> float:
@@ -242,7 +297,14 @@ class ScanLoop:
                 f.wipe()
             guidable = set(verdict.quality.reasons) & GUIDANCE
             if guidable and self._clock.monotonic_ns() < deadline:
-                self._emit({"event": "guidance", "reasons": R.ordered(guidable)})
+                said: dict[str, Any] = {"event": "guidance", "reasons": R.ordered(guidable)}
+                if (
+                    self._scale is not None
+                    and verdict.hand is not None
+                    and guidable & {R.TOO_FAR, R.TOO_CLOSE}
+                ):
+                    said["distance_mm"] = round(palm_distance_mm(verdict.hand.radius, self._scale))
+                self._emit(said)
                 self._show(R.ordered(guidable)[0])
                 self._watch_settings()
                 continue

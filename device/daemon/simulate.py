@@ -20,14 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from device import __version__
+from device.calibration.session import sim_calibration
 from device.clock import SimulatedTime
 from device.config import Config
-from device.daemon.loop import Scan, ScanLoop, Summary
+from device.daemon.loop import Scan, Summary, loop_maker
 from device.daemon.notify import Notifier
 from device.daemon.process import harden
 from device.daemon.service import Parts, Service
 from device.daemon.status import StatusServer
-from device.evaluation import sim_flat_field
 from device.ingest.server import Ingest, IngestServer
 from device.protocol.keys import load_device_key, recipient_public
 from device.protocol.seal import Sealer
@@ -116,26 +116,21 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
             user_agent=f"palm-scanner/{__version__}",
         )
         uplink = Uplink(endpoint=endpoint, session=session, clock=clock, outbox=Outbox())
-        flat = sim_flat_field(config)
+        cal = sim_calibration(config)  # the simulated scanner calibrated as a technician would
+        log.info("calibrated the simulated scanner: %s", cal.id)
         model = default_model()
         with SimulatedScanner(config=config, scenes=scenario, clock=clock) as scanner:
-
-            def make_loop(cfg: Config, tick: Callable[[], None]) -> ScanLoop:
-                return ScanLoop(
-                    config=cfg,
-                    camera=scanner.camera,
-                    ring=scanner.ring,
-                    indicator=scanner.indicator,
-                    clock=clock,
-                    sealer=sealer,
-                    uplink=uplink,
-                    flat=flat,
-                    model=model,
-                    emit=emit,
-                    kind_of_scene=lambda: _kind(scenario, clock),
-                    stopwatch=clock.stopwatch_ns,
-                    tick=tick,
-                )
+            make_loop = loop_maker(
+                scanner=scanner,
+                clock=clock,
+                sealer=sealer,
+                uplink=uplink,
+                calibration=cal,
+                model=model,
+                emit=emit,
+                kind_of_scene=lambda: _kind(scenario, clock),
+                stopwatch=clock.stopwatch_ns,
+            )
 
             parts = Parts(
                 camera=scanner.camera, ring=scanner.ring, indicator=scanner.indicator, uplink=uplink
@@ -212,7 +207,8 @@ def _describe(event: dict[str, Any], kind: str | None) -> str:
     if e == "hand_seen":
         return f"hand seen ({'bona fide palm' if kind == 'genuine' else kind or 'unknown'})"
     if e == "guidance":
-        return "guidance: " + ", ".join(event["reasons"])
+        far = f" (the palm is about {event['distance_mm']} mm away)" if "distance_mm" in event else ""
+        return "guidance: " + ", ".join(event["reasons"]) + far
     if e == "capture_accepted":
         return f"capture accepted, quality {event['quality']:.2f}"
     if e == "capture_rejected":

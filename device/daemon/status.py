@@ -88,13 +88,15 @@ class Metrics:
             family("palm_camera_restarts_total", "counter", "Times the camera was reopened after a fault.")
             out.append(f"palm_camera_restarts_total {self.camera_restarts}")
             family("palm_up", "gauge", "1 while the scanner can serve shoppers.")
-            out.append(f"palm_up {0 if self.fault else 1}")
+            out.append(f"palm_up {0 if self.fault or self.state == 'starting' else 1}")
             return "\n".join(out) + "\n"
 
     def health(self) -> tuple[int, dict[str, Any]]:
         with self._lock:
             if self.fault:
                 return 503, {"status": "fault", "state": self.state, "fault": self.fault}
+            if self.state == "starting":  # no frame from the camera yet: not serving
+                return 503, {"status": "starting", "state": self.state}
             return 200, {"status": "ok", "state": self.state}
 
 

@@ -9,7 +9,7 @@ renderer places the grid in space with a pose. Everything is drawn from a seed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -431,15 +431,7 @@ def grey_card(albedo: float = 0.5, size_mm: float = 400.0) -> Surface:
 
 def lens_cap(size_mm: float = 200.0) -> Surface:
     """A cap or dark cloth over the window: nothing reaches the lens."""
-    u, _ = _grid(size_mm, size_mm)
-    height = np.zeros_like(u)
-    return Surface(
-        kind="cap",
-        height=height,
-        normal=normals_from_height(height),
-        albedo=np.zeros_like(u),
-        mask=np.ones_like(u),
-    )
+    return replace(grey_card(0.0, size_mm), kind="cap", facts={})
 
 
 #: the focus and scale target: a matte white card with a black square of this side at its centre
