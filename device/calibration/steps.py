@@ -121,11 +121,12 @@ def _settings_for(level_dn: float, exposure_us: int, gain: float, config: Config
 
 
 def _metered(station: Station, roles: Sequence[str], config: Config) -> tuple[int, float]:
-    """Settings that put the brightest of ``roles`` (lit, 99.5th percentile) near AIM_DN."""
+    """Settings that put the brightest of ``roles`` (99.5th percentile of the frame as read, the
+    shop's light included, so that nothing clips) near AIM_DN."""
     exposure, gain = 1000, 1.0
     for _ in range(4):
         frames = _average(station, [patterns.AMBIENT, *roles], exposure, gain, 1, None)
-        top = max(float(np.percentile(_lit(frames, r), 99.5)) for r in roles)
+        top = max(float(np.percentile(frames[r], 99.5)) for r in roles)
         new = _settings_for(top, exposure, gain, config)
         if abs(top - AIM_DN) < 0.15 * AIM_DN or new == (exposure, gain):
             return new
