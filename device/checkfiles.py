@@ -118,7 +118,9 @@ def _quality_json(v: Verdict) -> dict[str, Any]:
     }
 
 
-def check_path(path: Path, config: Config) -> dict[str, Any]:
+def check_path(path: Path, config: Config, flat: FlatField | None = None) -> dict[str, Any]:
+    """One input's JSON line; ``flat``: the flat fields bursts are judged against (a calibration
+    given as frames), else the simulated scanner's."""
     out: dict[str, Any] = {"path": str(path)}
     try:
         if path.is_dir() or path.suffix == ".tar":
@@ -130,7 +132,13 @@ def check_path(path: Path, config: Config) -> dict[str, Any]:
             exposure, gain = int(flood_entry.get("exposure_us", 0)), float(flood_entry.get("gain", 0))
             if exposure <= 0 or gain <= 0:
                 raise UnreadableError("the manifest's flood entry has no exposure_us and gain")
-            flat = _scanner_flat(config)
+            flat = flat or _scanner_flat(config)
+            sectors = sorted(r for r in frames if r.startswith("sector-"))
+            if sectors and sectors != sorted(flat.lit_roles()):
+                raise UnreadableError(
+                    f"the burst's sectors ({', '.join(sectors)}) are not the calibration's "
+                    f"({', '.join(sorted(flat.lit_roles()))}): judge it with its own rig's calibration"
+                )
             h, w = frames[patterns.FLOOD].shape
             roi = flood_entry.get("roi", [0, 0, w, h])
             model = L.default_model()

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -265,8 +266,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     from device.checkfiles import check_path
 
     config = _config_for(args)
+    flat = None
+    if args.calibration:
+        from device.calibration.session import flat_from_frames
+
+        flat = flat_from_frames(Path(args.calibration), config)
     for path in args.paths:
-        print(json.dumps(check_path(Path(path), config)), flush=True)
+        print(json.dumps(check_path(Path(path), config, flat)), flush=True)
     return 0
 
 
@@ -296,6 +302,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from device.calibration import session as ses
     from device.calibration import steps as S
 
+    if args.step == "from-frames":
+        return _calibrate_from_frames(args)
+    if args.frames:
+        raise UsageError(f"a folder of frames goes with from-frames, not {args.step}")
+    if args.save_frames and (args.step != "flat" or not args.simulate):
+        raise UsageError(
+            "--save-frames goes with `palm calibrate flat --simulate` (the simulator's optics are known)"
+        )
     if args.simulate:
         for fault in args.fault:
             name, _, arg = fault.partition(":")
@@ -369,7 +383,43 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 )
                 print(f"wrote the report {args.report}")
             return 0 if ok else 1
-        result = ses.calibrate(args.step, station, config, previous)
+        result = ses.calibrate(
+            args.step,
+            station,
+            config,
+            previous,
+            save_frames=Path(args.save_frames) if args.save_frames else None,
+        )
+    return _finish_calibration(result, previous, path, args)
+
+
+def _calibrate_from_frames(args: argparse.Namespace) -> int:
+    from device.calibration import session as ses
+
+    if not args.frames:
+        raise UsageError("from-frames needs the folder: palm calibrate from-frames DIR --file FILE")
+    if args.simulate or args.fault or args.save_frames:
+        raise UsageError("from-frames reads a folder: no --simulate, --fault or --save-frames")
+    config = _config_for(args)
+    path = Path(args.file) if args.file else (config.calibration.file if args.config else None)
+    if path is None:
+        raise UsageError("--file FILE: where to write the calibration made from the frames")
+    if args.report:
+        ses.report_path_ok(Path(args.report))
+    print(f"palm calibrate from-frames {args.frames}")
+    result = ses.from_frames(Path(args.frames), config, None)
+    for o in result.outcomes:
+        for line in o.lines:
+            print(f"  {line}")
+        print(f"{o.step}: {'passed' if o.ok else 'FAILED'}")
+    return _finish_calibration(result, None, path, args)
+
+
+def _finish_calibration(result: Any, previous: Any, path: Path | None, args: argparse.Namespace) -> int:
+    """Save what passed, write the report, and say what is left."""
+    from device.calibration import calfile as cf
+    from device.calibration import report
+
     saved = None
     if path is not None and result.calibration is not previous and any(o.ok for o in result.outcomes):
         cf.save(result.calibration, path)
@@ -629,6 +679,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ck.add_argument("paths", nargs="+", metavar="PATH")
     ck.add_argument("--config", metavar="FILE", help="the scanner's config (its optics, for bursts)")
+    ck.add_argument(
+        "--calibration",
+        metavar="DIR",
+        help="judge bursts against this calibration folder (manifest.json, dark.png, card-*.png: "
+        "see `palm calibrate from-frames`) instead of the simulated scanner's",
+    )
     ck.set_defaults(handler=cmd_check)
 
     be = sub.add_parser(
@@ -692,13 +748,21 @@ def build_parser() -> argparse.ArgumentParser:
         "verify re-checks a calibrated scanner and exits 1 if it drifted.",
     )
     cal.add_argument("step", choices=CHOICES)
+    cal.add_argument("frames", nargs="?", metavar="DIR", help="from-frames: the folder of calibration frames")
     cal.add_argument("--config", metavar="FILE", help="the scanner's config (with --simulate: optional)")
     cal.add_argument(
         "--file",
+        "--out",
+        dest="file",
         metavar="FILE",
-        help="the calibration file to update or verify (default: [calibration] file)",
+        help="the calibration file to write, update or verify (default: [calibration] file)",
     )
     cal.add_argument("--report", metavar="FILE.html", help="write the technician's report here")
+    cal.add_argument(
+        "--save-frames",
+        metavar="DIR",
+        help="flat --simulate: also write the grey-card frames as a calibration folder (for from-frames)",
+    )
     cal.add_argument("--simulate", action="store_true", help="calibrate the simulated scanner")
     cal.add_argument("--yes", action="store_true", help="do not wait for Enter after each instruction")
     cal.add_argument(

@@ -232,3 +232,137 @@ def test_bad_arguments_are_one_line(args: list[str], words: str, capsys: pytest.
     assert cli.main(["calibrate", "all", "--simulate", *args]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+# -- a calibration given as frames (issue #7) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def frames_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The simulated scanner's flat step, saved as a calibration folder, and its own file."""
+    import contextlib
+    import io
+
+    d = tmp_path_factory.mktemp("frames")
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(
+            [
+                "calibrate",
+                "flat",
+                "--simulate",
+                "--save-frames",
+                str(d / "rig"),
+                "--file",
+                str(d / "own.toml"),
+            ]
+        )
+    assert code == 0
+    return d / "rig", d / "own.toml"
+
+
+def test_frames_round_trip_to_the_same_flat_fields_and_verdicts(
+    frames_folder: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from device.calibration.frames import read
+    from device.hardware import patterns
+    from device.sim.scene import make_scene
+    from device.sim.sheet import render_burst
+    from device.vision.liveness import default_model
+    from device.vision.pipeline import analyse_burst
+
+    folder, own = frames_folder
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "card-ambient.png", "card-flood.png", "card-sector-0.png", "card-sector-1.png",
+        "card-sector-2.png", "card-sector-3.png", "dark.png", "manifest.json",
+    ]  # fmt: skip
+    assert read(folder).optics.sector_deg() == pytest.approx([45, 135, 225, 315])
+    assert cli.main(["calibrate", "from-frames", str(folder), "--out", str(tmp_path / "c.toml")]) == 0
+    mine, theirs = cf.load(own), cf.load(tmp_path / "c.toml")
+    assert mine.flat is not None and theirs.flat is not None and theirs.scale is not None
+    for role, table in mine.flat.tables.items():
+        rel = theirs.flat.tables[role] / table - 1
+        assert float(np.sqrt(np.mean(rel**2))) < (0.005 if role == "flood" else 0.03), role
+    assert theirs.scale.px_per_mm == pytest.approx(380 / 125, rel=1e-3)
+    # The same bursts get the same verdicts with either calibration.
+    config, model = defaults_for_simulation(), default_model()
+    a, b = mine.flat_field(), theirs.flat_field()
+    compared = 0
+    for i, kind in enumerate(["genuine", "print_flat", "print_curved", "screen", "fake_hand", "genuine"] * 2):
+        burst = render_burst(
+            config, make_scene(kind, 7100 + i), patterns.all_patterns(4), exposure_us=2500, gain=2.0
+        )
+        frames = {f.leds or "": f.pixels for f in burst}
+        va = analyse_burst(frames, exposure_us=2500, gain=2.0, flat=a, model=model)
+        vb = analyse_burst(frames, exposure_us=2500, gain=2.0, flat=b, model=model)
+        if va.liveness is not None and vb.liveness is not None:
+            assert va.liveness.live == vb.liveness.live, (kind, va.liveness.score, vb.liveness.score)
+            assert abs(va.liveness.score - vb.liveness.score) < 0.05
+            compared += 1
+    assert compared >= 10
+
+
+def _break(folder: Path, how: str) -> None:
+    import json
+
+    import cv2
+
+    m = json.loads((folder / "manifest.json").read_text())
+    if how == "missing":
+        (folder / "card-sector-2.png").unlink()
+        m["frames"] = [f for f in m["frames"] if f["role"] != "card-sector-2"]
+    elif how == "size":
+        img = cv2.imread(str(folder / "card-flood.png"), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(folder / "card-flood.png"), img[:400])
+    elif how == "unreadable":
+        (folder / "dark.png").write_bytes(b"not a png")
+    elif how == "sectors":
+        m["optics"]["leds"] = m["optics"]["leds"][:3]
+    elif how == "colour":
+        img = cv2.imread(str(folder / "card-flood.png"))
+        cv2.imwrite(str(folder / "card-flood.png"), img)
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize(
+    ("how", "words"),
+    [
+        ("missing", "no card-sector-2.png in the manifest: a rig of 4 sectors needs"),
+        ("size", "card-flood.png is 640x400: the manifest says 640x480"),
+        ("unreadable", "dark.png is not a readable PNG"),
+        ("sectors", "frames card-sector-3 do not belong to a rig of 3 sectors"),
+        ("colour", "card-flood.png is not 8-bit greyscale"),
+    ],
+)
+def test_a_malformed_folder_is_named(
+    frames_folder: tuple[Path, Path], how: str, words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    folder = tmp_path / "rig"
+    shutil.copytree(frames_folder[0], folder)
+    _break(folder, how)
+    assert cli.main(["calibrate", "from-frames", str(folder), "--out", str(tmp_path / "c.toml")]) == 65
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not (tmp_path / "c.toml").exists()
+
+
+def test_check_judges_bursts_against_a_calibration_folder(
+    frames_folder: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from tests.test_vision_tools import burst_folder
+
+    config = defaults_for_simulation()
+    bursts = [
+        burst_folder(config, kind, 7300 + i, tmp_path / f"b{i}")
+        for i, kind in enumerate(["genuine", "print_flat"])
+    ]
+    assert cli.main(["check", *map(str, bursts)]) == 0
+    own = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert cli.main(["check", "--calibration", str(frames_folder[0]), *map(str, bursts)]) == 0
+    given = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["liveness"]["live"] for o in own] == [g["liveness"]["live"] for g in given] == [True, False]
+    for o, g in zip(own, given, strict=True):
+        assert abs(o["liveness"]["score"] - g["liveness"]["score"]) < 0.05

@@ -8,24 +8,30 @@ be given faults, so that each step is shown to catch the one it is meant to.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
+
 from device import __version__
 from device.calibration import calfile as cf
 from device.calibration import steps as S
+from device.calibration.flatfield import FlatField
 from device.clock import FakeClock
 from device.config import Config
 from device.errors import CameraError, UsageError
+from device.hardware import patterns
 from device.hardware.camera import Camera
 from device.hardware.ring import LedRing
 
 #: what ``palm calibrate`` can run
-CHOICES = ("all", *cf.STEPS, "verify")
+CHOICES = ("all", *cf.STEPS, "verify", "from-frames")
 #: faults the simulated scanner can be given, and the step that must catch each
 SIM_FAULTS = {
     "dead-sector": "flat",
@@ -166,8 +172,16 @@ class Session:
         return all(o.ok for o in self.outcomes)
 
 
-def calibrate(step: str, station: ScannerStation, config: Config, previous: cf.Calibration | None) -> Session:
-    """Run ``step`` (or all, in order); the calibration gets each passed step's result."""
+def calibrate(
+    step: str,
+    station: ScannerStation,
+    config: Config,
+    previous: cf.Calibration | None,
+    *,
+    save_frames: Path | None = None,
+) -> Session:
+    """Run ``step`` (or all, in order); the calibration gets each passed step's result.
+    ``save_frames``: the flat step's card frames also go to this folder (see frames.py)."""
     w, h = config.camera.main_size
     cal = previous or cf.empty(config.device.id, w, h, config.leds.sector_pins, __version__)
     if previous is not None and (
@@ -189,7 +203,10 @@ def calibrate(step: str, station: ScannerStation, config: Config, previous: cf.C
             if name == "dark":
                 out = S.dark(station, config)
             elif name == "flat":
-                out = S.flat(station, config)
+                kept: dict[str, tuple[np.ndarray, int, float]] = {}
+                out = S.flat(station, config, kept)
+                if out.ok and save_frames is not None:
+                    save_flat_frames(station, config, kept, save_frames)
             elif name == "exposure":
                 flat = parts.get("flat") or cal.flat
                 if not isinstance(flat, cf.Flat):
@@ -239,6 +256,85 @@ def sim_calibration(config: Config) -> cf.Calibration:
         focus=S.focus(view, None).part,
         scale=S.scale(view, config).part,
     )
+
+
+def save_flat_frames(
+    station: ScannerStation, config: Config, kept: dict[str, tuple[np.ndarray, int, float]], folder: Path
+) -> None:
+    """Write the flat step's card frames as a calibration folder (issue #7), with a dark frame
+    taken now (the lens cap) and the simulated scanner's optics."""
+    from device.calibration import frames as F
+    from device.sim.optics import Optics
+
+    _, exposure, gain = kept["card-flood"]
+    station.ask("Cover the window with the lens cap again, for the folder's dark frame.", "cap")
+    dark = S.average_dark(station, exposure, gain)
+    optics = Optics.from_config(config.camera, config.sim, config.leds)
+    w, h = config.camera.main_size
+    rig = F.RigOptics(
+        width=w,
+        height=h,
+        focal_px=config.sim.focal_px,
+        card_distance_mm=config.calibration.card_distance_mm,
+        card_albedo=config.calibration.card_albedo,
+        led_positions_mm=tuple(tuple(float(v) for v in p) for p in optics.led_positions()),  # type: ignore[misc]
+    )
+    now = time.monotonic_ns()  # the frames are averages of several: the time they were written
+    shots = {F.DARK: F.Shot(F.DARK, _u8(dark), exposure, gain, "none", now)}
+    for role, (img, e, g) in kept.items():
+        leds = patterns.manifest_leds(role.removeprefix("card-"))
+        shots[role] = F.Shot(role, _u8(img), e, g, leds, now)
+    F.write(folder, shots, rig)
+    station.say(f"wrote the calibration frames to {folder} ({len(shots)} PNGs and {F.MANIFEST})")
+
+
+def _u8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def from_frames(folder: Path, config: Config, previous: cf.Calibration | None) -> Session:
+    """A calibration from a folder of frames: the same tables and verdicts as the scanner's flat step."""
+    from device.calibration import frames as F
+
+    given = F.read(folder)
+    o = given.optics
+    if o.n_sectors != len(config.leds.sector_pins) or (o.width, o.height) != config.camera.main_size:
+        raise F.FramesError(
+            f"{folder}: {o.n_sectors} sectors and {o.width}x{o.height} frames, but the config has "
+            f"{len(config.leds.sector_pins)} sectors ([leds] sector_pins) and {config.camera.main_size[0]}x"
+            f"{config.camera.main_size[1]} frames ([camera] main_size): give the rig's config with --config"
+        )
+    rig = dataclasses.replace(
+        config,
+        calibration=dataclasses.replace(
+            config.calibration, card_distance_mm=o.card_distance_mm, card_albedo=o.card_albedo
+        ),
+    )
+    flat = S.judge_flat(given.responses(), rig, glow_response=None, expected=o.sector_deg())
+    outcomes = [flat]
+    w, h = o.width, o.height
+    cal = previous or cf.empty(config.device.id, w, h, config.leds.sector_pins, __version__)
+    if flat.ok and isinstance(flat.part, cf.Flat):
+        exposure = S.exposure(flat.part, rig)
+        outcomes.append(exposure)
+        scale = cf.Scale(px_per_mm=round(o.focal_px / o.card_distance_mm, 4), distance_mm=o.card_distance_mm)
+        parts: dict[str, object] = {"flat": flat.part, "scale": scale}
+        if exposure.ok:
+            parts["exposure"] = exposure.part
+        cal = cal.updated(**parts)
+    return Session(outcomes, cal, saved=False)
+
+
+def flat_from_frames(folder: Path, config: Config) -> FlatField:
+    """The flat fields a calibration folder gives, through the same tables as the scanner's own;
+    FramesError when its flat step would fail (a dead sector in the rig's frames, say)."""
+    from device.calibration import frames as F
+
+    result = from_frames(folder, config, None)
+    flat = result.outcomes[0]
+    if not flat.ok or result.calibration.flat is None:
+        raise F.FramesError(f"{folder}: " + "; ".join(line for line in flat.lines if line.startswith("FAIL")))
+    return result.calibration.flat_field()
 
 
 def save(session: Session, path: Path) -> None:

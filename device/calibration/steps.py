@@ -137,11 +137,9 @@ def _metered(station: Station, roles: Sequence[str], config: Config) -> tuple[in
 # -- dark -----------------------------------------------------------------------------------------
 
 
-def dark(station: Station, config: Config) -> Outcome:
-    station.ask("Cover the window with the lens cap (or fold a dark cloth over it twice).", "cap")
+def _dark_frames(station: Station, exposure: int, gain: float, n: int) -> np.ndarray:
+    """``n`` frames with the ring off, (n, H, W) float32."""
     station.ring.off()
-    exposure, gain = config.camera.exposure_max_us, min(4.0, config.camera.gain_max)
-    n = 16
     stack = []
     for i in range(n):
         frame = capture_burst(
@@ -154,7 +152,18 @@ def dark(station: Station, config: Config) -> Outcome:
         stack.append(frame.pixels.astype(np.float32))
         frame.wipe()
         station.progress("dark frames", i + 1, n)
-    cube = np.stack(stack)
+    return np.stack(stack)
+
+
+def average_dark(station: Station, exposure: int, gain: float) -> np.ndarray:
+    """The mean of 8 frames with the ring off (the lens covered): the sensor's offset."""
+    return _dark_frames(station, exposure, gain, 8).mean(axis=0)
+
+
+def dark(station: Station, config: Config) -> Outcome:
+    station.ask("Cover the window with the lens cap (or fold a dark cloth over it twice).", "cap")
+    exposure, gain = config.camera.exposure_max_us, min(4.0, config.camera.gain_max)
+    cube = _dark_frames(station, exposure, gain, 16)
     mean = cube.mean(axis=0)
     offset = float(np.median(mean))
     noise = float(np.median(cube.std(axis=0)))
@@ -192,7 +201,11 @@ def dark(station: Station, config: Config) -> Outcome:
 # -- flat -----------------------------------------------------------------------------------------
 
 
-def flat(station: Station, config: Config) -> Outcome:
+def flat(
+    station: Station, config: Config, keep: dict[str, tuple[np.ndarray, int, float]] | None = None
+) -> Outcome:
+    """``keep``: filled with the averaged card frames by role (card-ambient, card-flood,
+    card-sector-K) and their exposure and gain, for a calibration folder (issue #7)."""
     cal = config.calibration
     n = len(config.leds.sector_pins)
     sectors = [patterns.sector(k) for k in range(n)]
@@ -213,11 +226,16 @@ def flat(station: Station, config: Config) -> Outcome:
     )
     responses = {patterns.FLOOD: _lit(frames, patterns.FLOOD) / (flood_exp * flood_gain)}
     card_picture = frames[patterns.FLOOD]
+    if keep is not None:
+        for role in (patterns.AMBIENT, patterns.FLOOD):
+            keep[f"card-{role}"] = (frames[role], flood_exp, flood_gain)
     frames = _average(
         station, [patterns.AMBIENT, *sectors], sector_exp, sector_gain, 8, "card, sector by sector"
     )
     for role in sectors:
         responses[role] = _lit(frames, role) / (sector_exp * sector_gain)
+        if keep is not None:
+            keep[f"card-{role}"] = (frames[role], sector_exp, sector_gain)
     return judge_flat(responses, config, glow_response=glow_response, card_picture=card_picture)
 
 
@@ -227,9 +245,13 @@ def judge_flat(
     *,
     glow_response: float | None,
     card_picture: np.ndarray | None = None,
+    expected: Sequence[float] | None = None,
 ) -> Outcome:
     """The flat fields' figures and verdict, from each pattern's response to the card (grey
-    levels per us x gain, full frames). Shared by the scanner's step and frames given as files."""
+    levels per us x gain, full frames). Shared by the scanner's step and frames given as files.
+    ``expected``: where each sector sits (degrees), when not from [leds] first_sector_deg."""
+    n_pins = len(config.leds.sector_pins)
+    where = list(expected) if expected is not None else [expected_deg(config, k) for k in range(n_pins)]
     cal = config.calibration
     pins = config.leds.sector_pins
     n = len(pins)
@@ -263,7 +285,7 @@ def judge_flat(
         "sectors' shares of the light: "
         + ", ".join(f"{k} (BCM {pins[k]}) {s * 100:.0f} %" for k, s in enumerate(share)),
         "the side each sector lights from: "
-        + ", ".join(f"{k} {d:.0f} (expected {expected_deg(config, k):.0f})" for k, d in enumerate(degs))
+        + ", ".join(f"{k} {d:.0f} (expected {where[k]:.0f})" for k, d in enumerate(degs))
         + " degrees",
     ]
     if glow_response is not None:
@@ -298,7 +320,7 @@ def judge_flat(
                 "out, or its resistor is wrong"
             )
     if not problems or all(s >= SECTOR_WEAK for s in share):
-        problems += _wiring(degs, config)  # judged once every sector gives its light
+        problems += _wiring(degs, where, config)  # judged once every sector gives its light
     lines += [f"FAIL: {p}" for p in problems]
     pictures = (
         {"grey card under the full ring": card_picture} if card_picture is not None and not problems else {}
@@ -327,20 +349,18 @@ def _angle_gap(a: float, b: float) -> float:
     return abs((a - b + 180) % 360 - 180)
 
 
-def _wiring(degs: Sequence[float], config: Config) -> list[str]:
-    """Each sector pin must light its own side of the ring."""
+def _wiring(degs: Sequence[float], where: Sequence[float], config: Config) -> list[str]:
+    """Each sector pin must light its own side of the ring (``where``: each sector's place, degrees)."""
     pins = config.leds.sector_pins
     n = len(pins)
     out = []
     for k, d in enumerate(degs):
-        if _angle_gap(d, expected_deg(config, k)) <= max(SECTOR_DEG_TOLERANCE, 90.0 / n):
+        if _angle_gap(d, where[k]) <= max(SECTOR_DEG_TOLERANCE, 90.0 / n):
             continue
-        where = min(range(n), key=lambda j: _angle_gap(d, expected_deg(config, j)))
+        other = min(range(n), key=lambda j: _angle_gap(d, where[j]))
         out.append(
-            f"sector {k}'s pin (BCM {pins[k]}) lights the side of sector {where} ({d:.0f} degrees, "
-            f"sector {k} "
-            f"sits at {expected_deg(config, k):.0f}): the ring's wires are swapped or [leds] "
-            "first_sector_deg is "
+            f"sector {k}'s pin (BCM {pins[k]}) lights the side of sector {other} ({d:.0f} degrees, "
+            f"sector {k} sits at {where[k]:.0f}): the ring's wires are swapped or [leds] first_sector_deg is "
             f"wrong. Connect sector {k} to BCM {pins[k]} as [leds] sector_pins lists them"
         )
     return out
