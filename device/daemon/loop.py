@@ -40,9 +40,9 @@ LEAVE_TIMEOUT_S = 6.0
 SHOW_RESULT_S = 1.2
 UPLOAD_WAIT_S = 3.0
 MAX_BURSTS = 3
-#: quality reasons a shopper can fix while the scan goes on
 #: an adult palm's inscribed radius (widths of 76-89 mm); a distance from it is good to about 10 %
 PALM_RADIUS_MM = 40.0
+#: quality reasons a shopper can fix while the scan goes on
 GUIDANCE = frozenset(
     {R.TOO_FAR, R.TOO_CLOSE, R.OFF_CENTRE, R.PARTIAL_HAND, R.HOLD_STILL, R.OPEN_HAND, R.OUT_OF_FOCUS}
 )
