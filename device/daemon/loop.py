@@ -447,6 +447,8 @@ class ScanLoop:
         )
         if not quiet:
             self._emit({"event": "result", "outcome": outcome, "reasons": why, "end_to_end_ms": round(end)})
+        elif outcome == "left" and not why:  # gone before any capture: no answer to give
+            self._emit({"event": "left_unanswered", "after_ms": round(end)})
         self._show(outcome if outcome in LIGHTS else "idle")
         self._clock.sleep(SHOW_RESULT_S)
         self.wait_for_leave()

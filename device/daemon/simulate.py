@@ -221,6 +221,8 @@ def _describe(event: dict[str, Any], kind: str | None) -> str:
         )
     if e == "upload_failed":
         return f"upload failed: {event['outcome']} ({event['error']})"
+    if e == "left_unanswered":
+        return f"the hand left before a capture, after {event['after_ms']} ms: no answer"
     if e == "false_trigger":
         return "nothing under the ring after all: learning the empty scene again"
     if e == "result":
