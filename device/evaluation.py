@@ -33,7 +33,7 @@ def sim_flat_field(config: Config) -> FlatField:
     scanner's (metered, averaged bursts of the grey card) and read back from its tables."""
     from device.calibration.session import sim_calibration  # the session imports the simulator
 
-    return sim_calibration(config).flat_field()
+    return sim_calibration(config, target=False).flat_field()
 
 
 @dataclass(frozen=True)

@@ -355,7 +355,9 @@ def simulated_probes(config: Config, faults: Sequence[str] = ()) -> Iterator[Pro
             load_config=lambda: config,
             check_key=lambda cfg: "made in memory for the simulated scanner",
             open_scanner=open_scanner,
-            calibration=lambda cfg: describe_calibration(sim_calibration(cfg), cfg, ("flat", "exposure")),
+            calibration=lambda cfg: describe_calibration(
+                sim_calibration(cfg, target=False), cfg, ("flat", "exposure")
+            ),
             clock_synchronised=lambda: "clock-unsynced" not in faults,
             swap_devices=lambda: ["/var/swap (simulated)"] if "swap-on" in faults else [],
             send_test=send,

@@ -165,7 +165,6 @@ class Session:
 
     outcomes: list[S.Outcome]
     calibration: cf.Calibration
-    saved: bool
 
     @property
     def ok(self) -> bool:
@@ -237,25 +236,23 @@ def calibrate(
         parts[name] = out.part
     if parts:
         cal = cal.updated(**parts)
-    return Session(outcomes, cal, saved=False)
+    return Session(outcomes, cal)
 
 
-def sim_calibration(config: Config) -> cf.Calibration:
+def sim_calibration(config: Config, *, target: bool = True) -> cf.Calibration:
     """The simulated scanner's calibration (flat fields, the palm's exposure, focus and scale),
     measured by the calibration's own steps, as ``palm run --simulate`` and ``palm eval`` use it."""
     with sim_station(config, console=Console(io.StringIO())) as station:
         flat = S.flat(station, config)
-        view = S.look_at_target(station, config)
+        view = S.look_at_target(station, config) if target else None
     if not flat.ok or not isinstance(flat.part, cf.Flat):
         raise RuntimeError("the simulated scanner's flat calibration failed: " + "; ".join(flat.lines))
     w, h = config.camera.main_size
     cal = cf.empty(config.device.id, w, h, config.leds.sector_pins, __version__)
-    return cal.updated(
-        flat=flat.part,
-        exposure=S.exposure(flat.part, config).part,
-        focus=S.focus(view, None).part,
-        scale=S.scale(view, config).part,
-    )
+    parts = {"flat": flat.part, "exposure": S.exposure(flat.part, config).part}
+    if view is not None:  # the focus target: focus and scale (the daemon's distance in mm)
+        parts |= {"focus": S.focus(view, None).part, "scale": S.scale(view, config).part}
+    return cal.updated(**parts)
 
 
 def save_flat_frames(
@@ -322,7 +319,7 @@ def from_frames(folder: Path, config: Config, previous: cf.Calibration | None) -
         if exposure.ok:
             parts["exposure"] = exposure.part
         cal = cal.updated(**parts)
-    return Session(outcomes, cal, saved=False)
+    return Session(outcomes, cal)
 
 
 def flat_from_frames(folder: Path, config: Config) -> FlatField:
@@ -335,11 +332,6 @@ def flat_from_frames(folder: Path, config: Config) -> FlatField:
     if not flat.ok or result.calibration.flat is None:
         raise F.FramesError(f"{folder}: " + "; ".join(line for line in flat.lines if line.startswith("FAIL")))
     return result.calibration.flat_field()
-
-
-def save(session: Session, path: Path) -> None:
-    cf.save(session.calibration, path)
-    session.saved = True
 
 
 def report_path_ok(path: Path) -> None:
