@@ -112,8 +112,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_send_test(args: argparse.Namespace) -> int:
     from device.sendtest import describe, send_test
 
+    if not 1 <= args.wait <= 120:
+        raise UsageError(f"--wait {args.wait:g}: give 1 to 120 seconds")
     config = load_config(args.config)
-    capture, d = send_test(config)
+    capture, d = send_test(config, wait_s=args.wait)
     print(describe(capture, d, config.cloud.endpoint))
     return 0 if d.status in (200, 201) else 1
 
@@ -587,6 +589,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Prints the outcome in one line; exits 0 only on HTTP 201 or 200.",
     )
     st.add_argument("--config", required=True, metavar="FILE")
+    st.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to keep retrying a cloud that is busy or unreachable (default 30, 1 to 120)",
+    )
     st.set_defaults(handler=cmd_send_test)
 
     se = sub.add_parser(

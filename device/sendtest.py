@@ -92,7 +92,11 @@ def send_test(
 
 def describe(capture: SealedCapture, d: Delivery, endpoint: str) -> str:
     """One line: what became of the test capture."""
-    line = f"{d.outcome}: capture {capture.capture_id} to {endpoint}"
+    # a scanner would keep retrying a pending capture; the test has stopped waiting for it
+    outcome = (
+        "not delivered, still retrying when the test stopped waiting" if d.outcome == "pending" else d.outcome
+    )
+    line = f"{outcome}: capture {capture.capture_id} to {endpoint}"
     if d.status is not None:
         line += f", HTTP {d.status}"
     if d.error:

@@ -76,3 +76,10 @@ def test_keys_ingest_and_send_test_work_together(tmp_path: Path) -> None:
     statuses = [int(s) for s in re.findall(r'"status": (\d+)', out)]
     assert statuses == [503, 201, 401]
     assert "Traceback" not in err
+    # The cloud gone: the line says it was not delivered and why, and the exit is 1.
+    down = palm("send-test", "--config", "scanner.toml", "--wait", "2", cwd=tmp_path)
+    assert down.returncode == 1, down.stdout + down.stderr
+    assert down.stdout.startswith("not delivered, still retrying when the test stopped waiting: capture ")
+    assert "unreachable (" in down.stdout and "Connection refused" in down.stdout
+    bad = palm("send-test", "--config", "scanner.toml", "--wait", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and "--wait 0: give 1 to 120 seconds" in bad.stderr

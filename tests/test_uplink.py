@@ -266,6 +266,7 @@ def test_a_server_that_never_answers_times_out_and_the_capture_waits(keys: Keys,
     finally:
         silent.close()
     assert d.outcome == "pending" and d.attempts >= 2
+    assert d.error == "unreachable" and "timed out" in (d.detail or "")  # says why it still waits
     assert silent.accepts == d.attempts
     assert len(up.outbox) == 1  # sealed, in memory, waiting
 
@@ -289,7 +290,9 @@ def test_pending_captures_are_flushed_when_the_cloud_returns(keys: Keys, clock: 
     s.close()
     up = uplink(f"http://127.0.0.1:{port}", clock)
     first, second = seal(keys, clock), seal(keys, clock)
-    assert up.deliver(first, wait_s=0.5).outcome == "pending"
+    waiting = up.deliver(first, wait_s=0.5)
+    assert (waiting.outcome, waiting.error) == ("pending", "unreachable")
+    assert "refused" in (waiting.detail or "")
     assert up.deliver(second, wait_s=0.5).outcome == "pending"
     ingest = RecordingIngest(recipients=[keys.recipient], devices={DEVICE_ID: keys.device.public_key()})
     server = IngestServer(ingest, port=port).start()

@@ -22,6 +22,8 @@ class Pending:
     attempts: int = 0
     next_try_ns: int = 0
     in_flight: bool = False
+    # what the last failed attempt met (status, error word, detail), for whoever asks why it waits
+    last_failure: tuple[int | None, str | None, str | None] = (None, None, None)
 
 
 class Outbox:

@@ -114,9 +114,13 @@ class Uplink:
             if delivery is not None:
                 return delivery
             if pending.next_try_ns > give_up:
+                status, error, detail = pending.last_failure
                 return Delivery(
                     capture.capture_id,
                     "pending",
+                    status=status,
+                    error=error,
+                    detail=detail,
                     attempts=pending.attempts,
                     elapsed_ms=(self._clock.monotonic_ns() - started) / 1e6,
                 )
@@ -157,6 +161,7 @@ class Uplink:
             return self._finish(
                 pending, t.outcome, started, status=t.status, error=t.error, detail=t.detail, result=t.result
             )
+        pending.last_failure = (t.status, t.error, t.detail)
         policy = self.policy
         backoff = min(policy.max_backoff_s, policy.base_s * policy.factor ** (pending.attempts - 1))
         delay = self._rng.uniform(0, backoff)
