@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_by_first_scan_mb": round(peaks[0], 1),
         "peak_rss_after_scan_100_mb": round(max(peaks[99:], default=peaks[-1]), 1),
         "rss_max_sample_mb": round(max(samples), 1),
+        # where the peak rose while serving (scan number, new peak): what to look at if it is high
+        "peak_rises_mb": [
+            (i + 1, round(p, 1)) for i, p in enumerate(peaks) if i > 0 and p - peaks[i - 1] >= 0.5
+        ],
         "seconds": round(time.monotonic() - started),
         # what the scans were, so a memory figure is never read without the run behind it
         "outcomes": summary.as_json()["outcomes"],

@@ -288,6 +288,7 @@ class SceneRenderer:
             assert anchor is not None
             if math.dist(anchor, where) < self.REUSE_MM:
                 return self._cached
+        self._key = self._cached = None  # let the old cast go before the new one is made
         geom = render.geometry(scene, t, self.optics)
         per_sector = render.sector_radiance(geom, self.optics, np.array(gains, np.float32))
         ambient = render.ambient_radiance(geom, scene)

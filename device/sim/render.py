@@ -49,16 +49,20 @@ def _lookup(surface: Surface, u: np.ndarray, v: np.ndarray, maps: np.ndarray) ->
     return cv2.remap(maps, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def _rays(optics: Optics) -> tuple[np.ndarray, np.ndarray]:
-    return optics.rays[..., 0], optics.rays[..., 1]
+#: rows ray-cast and shaded at a time: the temporaries of a whole 640 x 480 frame would be
+#: some twenty float planes (30 MB) at once; a band's are a fifth of that
+BAND_ROWS = 96
 
 
-def _intersect(placed: Placed, t: float, optics: Optics) -> tuple[np.ndarray, ...]:
-    """Local (u, v) and ray distance s (= depth z) for one posed height field."""
+def _bands(height: int) -> list[tuple[int, int]]:
+    return [(r, min(r + BAND_ROWS, height)) for r in range(0, height, BAND_ROWS)]
+
+
+def _intersect(placed: Placed, t: float, rx: np.ndarray, ry: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Local (u, v) and ray distance s (= depth z) for one posed height field, along rays (rx, ry, 1)."""
     pose = placed.pose_at(t)
     rot = pose.rotation()
     tx, ty, tz = float(pose.x), float(pose.y), float(pose.z)
-    rx, ry = _rays(optics)
     (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = rot.tolist()
     denom = rx * r02 + ry * r12 + r22
     denom[np.abs(denom) < 1e-3] = 1e-3
@@ -99,7 +103,6 @@ def nearest(scene: Scene, t: float) -> Placed:
 def geometry(scene: Scene, t: float, optics: Optics) -> Geometry:
     """Ray-cast every object of the scene at time t (seconds since the scene began)."""
     hw = (optics.height, optics.width)
-    rx, ry = _rays(optics)
     px, py, pz = (np.zeros(hw, np.float32) for _ in range(3))
     nx, ny = np.zeros(hw, np.float32), np.zeros(hw, np.float32)
     nz = np.full(hw, -1.0, np.float32)
@@ -108,32 +111,42 @@ def geometry(scene: Scene, t: float, optics: Optics) -> Geometry:
     cover = np.zeros(hw, np.float32)
     depth = np.full(hw, np.inf, np.float32)
     # Far to near, so nearer objects cover farther ones.
-    for placed in sorted(scene.objects, key=lambda o: -o.pose_at(t).z):
-        surf = placed.surface
-        u, v, s, rot = _intersect(placed, t, optics)
-        stack = [surf.mask, surf.albedo]
-        if surf.emission is not None:
-            stack.append(surf.emission)
-        a = _lookup(surf, u, v, np.dstack(stack))
-        c, alb = a[..., 0], a[..., 1]
-        emi = a[..., 2] if surf.emission is not None else None
-        if surf.halftone_tone is not None:
-            f = _halftone(surf, u, v, _lookup(surf, u, v, surf.halftone_tone))
-            alb = alb * (1 - f) + surf.ink_albedo * f
-        ln = _lookup(surf, u, v, surf.normal)
-        lx, ly, lz = ln[..., 0], ln[..., 1], ln[..., 2]
-        c = np.where(s > 1.0, c, 0).astype(np.float32)
-        keep = 1 - c
-        px, py, pz = px * keep + rx * s * c, py * keep + ry * s * c, pz * keep + s * c
-        (q00, q01, q02), (q10, q11, q12), (q20, q21, q22) = rot.tolist()
-        nx = nx * keep + (q00 * lx + q01 * ly + q02 * lz) * c
-        ny = ny * keep + (q10 * lx + q11 * ly + q12 * lz) * c
-        nz = nz * keep + (q20 * lx + q21 * ly + q22 * lz) * c
-        albedo = albedo * keep + alb * c
-        if emi is not None:
-            emission = emission * keep + emi * c
-        depth = np.where(c > 0.5, s, depth)
-        cover = cover * keep + c
+    order = sorted(scene.objects, key=lambda o: -o.pose_at(t).z)
+    for r0, r1 in _bands(optics.height):
+        # One row more on each side where there is one: the halftone's derivatives along the
+        # columns are then the same central differences as over the whole frame.
+        e0, e1 = max(r0 - 1, 0), min(r1 + 1, optics.height)
+        rows = slice(r0 - e0, r0 - e0 + (r1 - r0))
+        rx, ry = optics.rays[e0:e1, :, 0], optics.rays[e0:e1, :, 1]
+        band = slice(r0, r1)
+        for placed in order:
+            surf = placed.surface
+            u, v, s, rot = _intersect(placed, t, rx, ry)
+            stack = [surf.mask, surf.albedo]
+            if surf.emission is not None:
+                stack.append(surf.emission)
+            a = _lookup(surf, u, v, np.dstack(stack))
+            alb = a[..., 1]
+            if surf.halftone_tone is not None:
+                f = _halftone(surf, u, v, _lookup(surf, u, v, surf.halftone_tone))
+                alb = alb * (1 - f) + surf.ink_albedo * f
+            ln = _lookup(surf, u[rows], v[rows], surf.normal)
+            lx, ly, lz = ln[..., 0], ln[..., 1], ln[..., 2]
+            s = s[rows]
+            c = np.where(s > 1.0, a[rows, :, 0], 0).astype(np.float32)
+            keep = 1 - c
+            px[band] = px[band] * keep + rx[rows] * s * c
+            py[band] = py[band] * keep + ry[rows] * s * c
+            pz[band] = pz[band] * keep + s * c
+            (q00, q01, q02), (q10, q11, q12), (q20, q21, q22) = rot.tolist()
+            nx[band] = nx[band] * keep + (q00 * lx + q01 * ly + q02 * lz) * c
+            ny[band] = ny[band] * keep + (q10 * lx + q11 * ly + q12 * lz) * c
+            nz[band] = nz[band] * keep + (q20 * lx + q21 * ly + q22 * lz) * c
+            albedo[band] = albedo[band] * keep + alb[rows] * c
+            if surf.emission is not None:
+                emission[band] = emission[band] * keep + a[rows, :, 2] * c
+            depth[band] = np.where(c > 0.5, s, depth[band])
+            cover[band] = cover[band] * keep + c
     lead = nearest(scene, t)
     pose, ahead = lead.pose_at(t), lead.pose_at(t + 0.005)
     velocity = (
@@ -142,11 +155,15 @@ def geometry(scene: Scene, t: float, optics: Optics) -> Geometry:
     )
     anchor = (pose.x, pose.y, pose.z)
     norm = 1.0 / np.maximum(np.sqrt(nx * nx + ny * ny + nz * nz), 1e-6)
+    nx *= norm
+    ny *= norm
+    nz *= norm
+    del norm
     covered = depth[np.isfinite(depth)]
     dist = float(np.median(covered)) if covered.size else math.inf
     return Geometry(
         points=(px, py, pz),
-        normal=(nx * norm, ny * norm, nz * norm),
+        normal=(nx, ny, nz),
         albedo=albedo,
         emission=emission,
         cover=cover,
@@ -161,16 +178,19 @@ def sector_radiance(geom: Geometry, optics: Optics, sector_gain: np.ndarray) -> 
     out = np.empty((optics.n_sectors, optics.height, optics.width), np.float32)
     px, py, pz = geom.points
     nx, ny, nz = geom.normal
-    refl = geom.albedo * geom.cover * (1 / math.pi)
-    for k, (lx, ly, lz) in enumerate(optics.led_positions().tolist()):
-        dx, dy, dz = lx - px, ly - py, lz - pz  # toward the LED
-        r2 = np.maximum(dx * dx + dy * dy + dz * dz, 1.0)
-        inv_r = 1.0 / np.sqrt(r2)
-        cos_surface = np.maximum((nx * dx + ny * dy + nz * dz) * inv_r, 0)
-        cos_beam = np.maximum(-dz * inv_r, 0)
-        if LED_BEAM_EXPONENT != 1.0:
-            cos_beam **= LED_BEAM_EXPONENT
-        out[k] = (LED_INTENSITY * float(sector_gain[k])) * cos_beam * cos_surface / r2 * refl
+    leds = optics.led_positions().tolist()
+    for r0, r1 in _bands(optics.height):
+        b = slice(r0, r1)
+        refl = geom.albedo[b] * geom.cover[b] * (1 / math.pi)
+        for k, (lx, ly, lz) in enumerate(leds):
+            dx, dy, dz = lx - px[b], ly - py[b], lz - pz[b]  # toward the LED
+            r2 = np.maximum(dx * dx + dy * dy + dz * dz, 1.0)
+            inv_r = 1.0 / np.sqrt(r2)
+            cos_surface = np.maximum((nx[b] * dx + ny[b] * dy + nz[b] * dz) * inv_r, 0)
+            cos_beam = np.maximum(-dz * inv_r, 0)
+            if LED_BEAM_EXPONENT != 1.0:
+                cos_beam **= LED_BEAM_EXPONENT
+            out[k, b] = (LED_INTENSITY * float(sector_gain[k])) * cos_beam * cos_surface / r2 * refl
     return out
 
 
