@@ -304,7 +304,12 @@ def hand(
     else:
         albedo = shape.albedo * _skin_texture(rng, mask.shape, 0.02, 0.04)
         if veins:
-            vmap = _blur_mm(_veins(rng, shape, mask.shape), shape.vein_sigma_mm)
+            # Two networks: one drawn with the hand, one from a stream of its own (so that adding
+            # it changed no other draw), because one alone left some palms' middles bare.
+            net = np.maximum(
+                _veins(rng, shape, mask.shape), _veins(np.random.default_rng([seed, 31]), shape, mask.shape)
+            )
+            vmap = _blur_mm(net, shape.vein_sigma_mm)
             albedo *= 1 - shape.vein_depth * vmap
         # 940 nm light scatters a millimetre or more in the dermis before it leaves the skin.
         albedo = _blur_mm(albedo, 0.8)
