@@ -105,7 +105,8 @@ def _flat_for_crop(flat: FlatField, roi: list[int], size: tuple[int, int]) -> Fl
     for role, img in flat.response.items():
         window = img[max(0, y) : y + h, max(0, x) : x + w]
         out[role] = cv2.resize(window, size, interpolation=cv2.INTER_AREA)
-    return dataclasses.replace(flat, response=out)
+    focal = flat.focal_px * size[0] / w if flat.focal_px is not None else None  # in the crop's pixels
+    return dataclasses.replace(flat, response=out, focal_px=focal)
 
 
 def _quality_json(v: Verdict) -> dict[str, Any]:

@@ -201,7 +201,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from device.evaluation import BONA_FIDE, DEV_SEEDS, collect, rates, score_of, sim_flat_field
+    from device.evaluation import BONA_FIDE, DEV_SEEDS, collect, rates, rig_notes, score_of, sim_flat_field
     from device.sim.scene import ATTACKS
     from device.vision.liveness import default_model
 
@@ -215,7 +215,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     config = _config_for(args)
     model = default_model()
-    flat = sim_flat_field(config)
+    if args.calibration:
+        from device.calibration.session import flat_from_frames
+
+        flat = flat_from_frames(Path(args.calibration), config)
+    else:
+        flat = sim_flat_field(config)
     kinds = (BONA_FIDE, *ATTACKS)
 
     def progress(i: int, n: int) -> None:
@@ -226,6 +231,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.json and sys.stderr.isatty():
         print(file=sys.stderr)
     r = rates(found, threshold=model.threshold, samples=args.samples, seed=args.seed)
+    notes = rig_notes(flat, found)
     if args.plot:
         from device.det_plot import det_image
 
@@ -238,12 +244,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
             ),
         )
     if args.json:
-        print(json.dumps(r.as_json()))
+        for warning in notes.warnings:  # a person running it for figures must see these too
+            print(f"palm eval: WARNING: {warning}", file=sys.stderr)
+        print(json.dumps({**r.as_json(), "rig": notes.as_json()}))
         return 0
     print(
         f"palm eval: {args.samples} presentations per class on the simulated scanner, seeds "
         f"{seeds.start}..{seeds.stop - 1}, liveness threshold {model.threshold:.4f}"
     )
+    for line in notes.lines():
+        print(f"  {line}")
     print(f"  {'class':18s} {'error':>22s} {'quality rejects':>16s}")
     print(f"  {BONA_FIDE:18s} {'BPCER ' + _pct(r.bpcer):>22s} {_pct(r.quality_reject_rate):>16s}")
     for kind in ATTACKS:
@@ -676,6 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot", metavar="FILE.png", help="draw the DET curves here")
     ev.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     ev.add_argument("--config", metavar="FILE", help="take camera, ring and optics from this config")
+    ev.add_argument(
+        "--calibration",
+        metavar="DIR",
+        help="judge with the flat fields, ring and scale of this folder of calibration frames (see "
+        "`palm calibrate from-frames --help`); default: the simulated scanner's own frames",
+    )
     ev.set_defaults(handler=cmd_eval)
 
     ck = sub.add_parser(

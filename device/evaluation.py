@@ -9,6 +9,7 @@ counted as refused merely because its capture was poor.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 from collections import Counter
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device.calibration.flatfield import FlatField
+from device.calibration.flatfield import PALM_DISTANCE_MM, FlatField
 from device.capture import Settings, meter, take
 from device.clock import FakeClock
 from device.config import Config
@@ -29,11 +30,12 @@ START = Settings(exposure_us=2000, gain=2.0)
 
 
 def sim_flat_field(config: Config) -> FlatField:
-    """The simulated scanner's flat fields, measured as `palm calibrate flat` measures a real
-    scanner's (metered, averaged bursts of the grey card) and read back from its tables."""
-    from device.calibration.session import sim_calibration  # the session imports the simulator
+    """The simulated scanner's flat fields, from its calibration frames alone (issue #7): the grey
+    card and dark frames `palm calibrate flat` takes (metered, averaged, 8-bit) and the rig's
+    optics, read as a lab's folder is read."""
+    from device.calibration.session import flat_from_given, sim_calibration_frames
 
-    return sim_calibration(config, target=False).flat_field()
+    return flat_from_given(sim_calibration_frames(config), "the simulated scanner's frames", config)
 
 
 @dataclass(frozen=True)
@@ -181,4 +183,94 @@ def rates(presentations: list[Presentation], *, threshold: float, samples: int, 
         quality_reject_rate=1 - len(usable) / max(len(bona), 1),
         attack_quality_reject_rate=attack_q,
         counts=counts,
+    )
+
+
+#: ring spread per mm of ring radius, for a palm at flatfield.PALM_DISTANCE_MM (measured on the
+#: simulated scanner's grey card: 0.0297 for a 15 mm ring, 0.0286 for 30 mm, 0.0268 for 45 mm)
+SPREAD_PER_RING_MM = 0.0286
+#: below this ring spread (sectors under 20 degrees apart at 125 mm, a ring under 22 mm) the
+#: relief cue loses its grip on the palm (see RigNotes); the figures behind it are in issue #7
+WEAK_RING_SPREAD = 0.63
+#: the relief cue's median on bona fide palms over its median on prints: the margin the combiner
+#: works with; the default 30 mm ring gives about 4.5
+WEAK_RELIEF_MARGIN = 3.5
+PRINTS = ("print_flat", "print_flat_veins", "print_curved")
+
+
+@dataclass(frozen=True)
+class RigNotes:
+    """What the calibration says of the rig, and whether liveness can work on it."""
+
+    sectors: int
+    ring_spread: float | None
+    focal_px: float | None
+    relief_bona_fide: float | None  # median relief cue of bona fide palms that passed quality
+    relief_prints: float | None  # median relief cue of the prints
+    warnings: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        out = [f"rig: {self.sectors} sectors" + (f", focal {self.focal_px:.0f} px" if self.focal_px else "")]
+        if self.ring_spread is not None:
+            ring_mm = self.ring_spread / SPREAD_PER_RING_MM
+            apart = 2 * math.degrees(math.atan(ring_mm / PALM_DISTANCE_MM))
+            out.append(
+                f"ring spread {self.ring_spread:.3f}: lights a palm like a {ring_mm:.0f} mm ring, sectors "
+                f"{apart:.0f} degrees apart at {PALM_DISTANCE_MM:.0f} mm"
+            )
+        if self.relief_bona_fide is not None and self.relief_prints is not None:
+            out.append(
+                f"relief cue, median: bona fide {self.relief_bona_fide:.4f}, prints {self.relief_prints:.4f} "
+                f"({self.relief_bona_fide / max(self.relief_prints, 1e-9):.1f} x)"
+            )
+        out += [f"WARNING: {w}" for w in self.warnings]
+        return out
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "sectors": self.sectors,
+            "ring_spread": self.ring_spread,
+            "focal_px": self.focal_px,
+            "relief_bona_fide": self.relief_bona_fide,
+            "relief_prints": self.relief_prints,
+            "warnings": list(self.warnings),
+        }
+
+
+def rig_notes(flat: FlatField, found: list[Presentation]) -> RigNotes:
+    """The rig as its calibration describes it, and a warning where its geometry makes liveness
+    physically weak: a ring so near the lens that its sectors light a palm from nearly one
+    direction, so photometric stereo barely tells a palm's relief from a print's flatness."""
+
+    def median_relief(kinds: tuple[str, ...], *, usable: bool) -> float | None:
+        xs = [
+            p.cues["relief"]
+            for p in found
+            if p.kind in kinds and p.cues is not None and (p.verdict.quality.ok or not usable)
+        ]
+        return float(np.median(xs)) if xs else None
+
+    bona = median_relief((BONA_FIDE,), usable=True)
+    prints = median_relief(PRINTS, usable=False)
+    warnings = []
+    if flat.ring_spread is not None and flat.ring_spread < WEAK_RING_SPREAD:
+        ring_mm = flat.ring_spread / SPREAD_PER_RING_MM
+        warnings.append(
+            f"the ring is too near the lens for liveness: its spread {flat.ring_spread:.2f} (like a "
+            f"{ring_mm:.0f} mm ring) is under {WEAK_RING_SPREAD:.2f}; the sectors light a palm from "
+            "nearly one direction and the palm's relief barely shows. Place the LEDs at least "
+            f"{WEAK_RING_SPREAD / SPREAD_PER_RING_MM:.0f} mm from the lens's axis"
+        )
+    if bona is not None and prints is not None and bona < WEAK_RELIEF_MARGIN * prints:
+        warnings.append(
+            f"the relief cue tells palms from prints by only {bona / max(prints, 1e-9):.1f} x (under "
+            f"{WEAK_RELIEF_MARGIN:.1f} x): liveness leans on its other cues on this rig"
+        )
+    return RigNotes(
+        sectors=len(flat.lit_roles()),
+        ring_spread=flat.ring_spread,
+        focal_px=flat.focal_px,
+        relief_bona_fide=bona,
+        relief_prints=prints,
+        warnings=tuple(warnings),
     )

@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from device.calibration.flatfield import FlatField
+from device.calibration.flatfield import NOMINAL_FOCAL_OF_WIDTH, FlatField, ring_spread
 from device.errors import ScannerError
 
 FORMAT = 1
@@ -115,7 +115,19 @@ class Calibration:
     def flat_field(self) -> FlatField:
         if self.flat is None:
             raise CalibrationError("the calibration has no flat fields: run `palm calibrate flat`")
-        return self.flat.field(self.width, self.height)
+        field = self.flat.field(self.width, self.height)
+        # pixels per mm at a distance is the focal length in pixels: the checks' sizes become
+        # distances, and the ring's spread is measured in angles. Without the scale step, the
+        # ring's spread takes the nominal lens's (380 px at 640 wide).
+        focal = self.scale.px_per_mm * self.scale.distance_mm if self.scale is not None else None
+        spread = ring_spread(
+            self.flat.tables,
+            self.width,
+            self.height,
+            focal or self.width * NOMINAL_FOCAL_OF_WIDTH,
+            self.flat.card_distance_mm,
+        )
+        return replace(field, focal_px=focal, ring_spread=round(spread, 4))
 
     def missing(self) -> list[str]:
         """The steps this calibration still lacks."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from device import __version__
 from device.calibration import calfile as cf
+from device.calibration import frames as F
 from device.calibration import steps as S
 from device.calibration.flatfield import FlatField
 from device.clock import FakeClock
@@ -258,9 +259,17 @@ def sim_calibration(config: Config, *, target: bool = True) -> cf.Calibration:
 def save_flat_frames(
     station: ScannerStation, config: Config, kept: dict[str, tuple[np.ndarray, int, float]], folder: Path
 ) -> None:
-    """Write the flat step's card frames as a calibration folder (issue #7), with a dark frame
+    """Write the flat step's card frames as a calibration folder (issue #7)."""
+    given = flat_frames(station, config, kept)
+    F.write(folder, given.shots, given.optics)
+    station.say(f"wrote the calibration frames to {folder} ({len(given.shots)} PNGs and {F.MANIFEST})")
+
+
+def flat_frames(
+    station: ScannerStation, config: Config, kept: dict[str, tuple[np.ndarray, int, float]]
+) -> F.CalibrationFrames:
+    """The flat step's card frames as a calibration folder holds them (8-bit), with a dark frame
     taken now (the lens cap) and the simulated scanner's optics."""
-    from device.calibration import frames as F
     from device.sim.optics import Optics
 
     _, exposure, gain = kept["card-flood"]
@@ -281,8 +290,17 @@ def save_flat_frames(
     for role, (img, e, g) in kept.items():
         leds = patterns.manifest_leds(role.removeprefix("card-"))
         shots[role] = F.Shot(role, _u8(img), e, g, leds, now)
-    F.write(folder, shots, rig)
-    station.say(f"wrote the calibration frames to {folder} ({len(shots)} PNGs and {F.MANIFEST})")
+    return F.CalibrationFrames(optics=rig, shots=shots)
+
+
+def sim_calibration_frames(config: Config) -> F.CalibrationFrames:
+    """The simulated scanner's grey card and dark frames, as a lab would hand them over."""
+    with sim_station(config, console=Console(io.StringIO())) as station:
+        kept: dict[str, tuple[np.ndarray, int, float]] = {}
+        flat = S.flat(station, config, kept)
+        if not flat.ok:
+            raise RuntimeError("the simulated scanner's flat calibration failed: " + "; ".join(flat.lines))
+        return flat_frames(station, config, kept)
 
 
 def _u8(img: np.ndarray) -> np.ndarray:
@@ -291,13 +309,18 @@ def _u8(img: np.ndarray) -> np.ndarray:
 
 def from_frames(folder: Path, config: Config, previous: cf.Calibration | None) -> Session:
     """A calibration from a folder of frames: the same tables and verdicts as the scanner's flat step."""
-    from device.calibration import frames as F
+    return from_given(F.read(folder), str(folder), config, previous)
 
-    given = F.read(folder)
+
+def from_given(
+    given: F.CalibrationFrames, source: str, config: Config, previous: cf.Calibration | None
+) -> Session:
+    """A calibration from frames read (``source``: where from, for messages): flat fields, the
+    palm's exposure and the scale (the manifest's focal length at the card's distance)."""
     o = given.optics
     if o.n_sectors != len(config.leds.sector_pins) or (o.width, o.height) != config.camera.main_size:
         raise F.FramesError(
-            f"{folder}: {o.n_sectors} sectors and {o.width}x{o.height} frames, but the config has "
+            f"{source}: {o.n_sectors} sectors and {o.width}x{o.height} frames, but the config has "
             f"{len(config.leds.sector_pins)} sectors ([leds] sector_pins) and {config.camera.main_size[0]}x"
             f"{config.camera.main_size[1]} frames ([camera] main_size): give the rig's config with --config"
         )
@@ -323,14 +346,16 @@ def from_frames(folder: Path, config: Config, previous: cf.Calibration | None) -
 
 
 def flat_from_frames(folder: Path, config: Config) -> FlatField:
-    """The flat fields a calibration folder gives, through the same tables as the scanner's own;
-    FramesError when its flat step would fail (a dead sector in the rig's frames, say)."""
-    from device.calibration import frames as F
+    """The flat fields (and focal length) a calibration folder gives, through the same tables as
+    the scanner's own; FramesError when its flat step would fail (a dead sector in the rig's frames)."""
+    return flat_from_given(F.read(folder), str(folder), config)
 
-    result = from_frames(folder, config, None)
+
+def flat_from_given(given: F.CalibrationFrames, source: str, config: Config) -> FlatField:
+    result = from_given(given, source, config, None)
     flat = result.outcomes[0]
     if not flat.ok or result.calibration.flat is None:
-        raise F.FramesError(f"{folder}: " + "; ".join(line for line in flat.lines if line.startswith("FAIL")))
+        raise F.FramesError(f"{source}: " + "; ".join(line for line in flat.lines if line.startswith("FAIL")))
     return result.calibration.flat_field()
 
 

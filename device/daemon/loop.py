@@ -32,7 +32,7 @@ from device.vision import liveness as L
 from device.vision import presence
 from device.vision import reasons as R
 from device.vision.pipeline import Verdict, analyse_burst
-from device.vision.quality import Quality
+from device.vision.quality import Quality, view_scale
 from device.vision.roi import CROP_PX
 
 GUIDE_TIMEOUT_S = 8.0
@@ -194,6 +194,8 @@ class ScanLoop:
         self._calibration_id = calibration_id  # sealed captures name the calibration that judged them
         # pixels per mm at a distance (mm), from the calibration: "too far" says how far, in mm
         self._scale = scale
+        # the presence stream's size limits, for this lens (the calibration's scale: its focal length)
+        self._view = view_scale(scale[0] * scale[1] if scale else None, config.camera.main_size[0])
         self._model = model
         self._emit = emit
         self._kind = kind_of_scene
@@ -230,7 +232,9 @@ class ScanLoop:
         try:
             dark = self._camera.preview(not_before_ns=self._ring.dim(0.0))
             try:
-                return presence.detect(lit.pixels, dark.pixels, self._background, self._last)
+                return presence.detect(
+                    lit.pixels, dark.pixels, self._background, self._last, view_scale=self._view
+                )
             finally:
                 dark.wipe()
         finally:

@@ -40,6 +40,10 @@ from device.vision.roi import CROP_PX, Hand
 from device.vision.scales import Scales
 
 WORK_PX = 96  # the shape cues work on a small crop: relief is not fine-grained
+#: the ring spread (flatfield.ring_spread) of the simulated scanner the combiner was fitted on
+#: (a 30 mm ring at 125 mm). The relief a ring shows grows with its spread; dividing by a
+#: calibration's spread, against this, lets the same combiner judge a wider or narrower ring.
+FITTED_RING_SPREAD = 0.858
 
 FEATURES = ("albedo", "relief", "relief_fine", "halftone", "veins", "smooth", "ambient_ratio")
 #: cues that vary by factors rather than by steps enter the combiner as logarithms
@@ -248,8 +252,11 @@ def shape_cues(
         r /= np.maximum(work(flat.response[role], cv2.INTER_LINEAR), 1e-6)
         np.log(np.maximum(r, 1e-6), out=logs[i])
     dev = logs - logs.mean(axis=0)
-    relief = float(np.mean([_plane_residual(d[inner], 2).std() for d in dev]))
-    relief_fine = float(np.mean([(d - cv2.GaussianBlur(d, (0, 0), 6.0 * scale))[inner].std() for d in dev]))
+    ring = FITTED_RING_SPREAD / flat.ring_spread if flat.ring_spread else 1.0
+    relief = ring * float(np.mean([_plane_residual(d[inner], 2).std() for d in dev]))
+    relief_fine = ring * float(
+        np.mean([(d - cv2.GaussianBlur(d, (0, 0), 6.0 * scale))[inner].std() for d in dev])
+    )
     ambient = cv2.warpAffine(frames[patterns.AMBIENT].astype(np.float32), m, size)
     amb = _median(ambient[inner]) * norm
     return {

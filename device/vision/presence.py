@@ -80,10 +80,16 @@ def reduce(frame: np.ndarray) -> np.ndarray:
 
 
 def detect(
-    lit: np.ndarray, dark: np.ndarray, background: Background, previous: Presence | None = None
+    lit: np.ndarray,
+    dark: np.ndarray,
+    background: Background,
+    previous: Presence | None = None,
+    *,
+    view_scale: float = 1.0,
 ) -> Presence:
     """Is a hand over the scanner, and what should it do? ``lit``: a frame with the ring dim,
-    ``dark``: the next with the ring off. Learns the empty scene (from dark frames) while empty."""
+    ``dark``: the next with the ring off. Learns the empty scene (from dark frames) while empty.
+    ``view_scale``: how much larger than the nominal lens this one shows things (quality.view_scale)."""
     dark_small = reduce(dark)
     near = (cv2.subtract(reduce(lit), dark_small) > ACTIVE_LEVEL).view(np.uint8)
     if background.image is not None and background.warm:
@@ -99,9 +105,9 @@ def detect(
     h, w = mask.shape
     cx, cy = m["m10"] / m["m00"] / w, m["m01"] / m["m00"] / h
     why = set()
-    if area < AREA_MIN:
+    if area < AREA_MIN * view_scale**2:
         why.add(R.TOO_FAR)
-    if area > AREA_MAX:
+    if area > AREA_MAX * view_scale**2:
         why.add(R.TOO_CLOSE)
     if max(abs(cx - 0.5), abs(cy - 0.5)) > OFF_CENTRE:
         why.add(R.OFF_CENTRE)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from device.calibration.flatfield import NOMINAL_FOCAL_OF_WIDTH
 from device.vision import reasons as R
 from device.vision.roi import CROP_PX, Hand
 from device.vision.scales import Scales
@@ -23,6 +24,8 @@ from device.vision.scales import Scales
 #: the same direction and photometric stereo loses the palm's relief: live palms were refused
 #: there, so the shopper is guided nearer instead.
 RADIUS_MIN, RADIUS_MAX = 0.13, 0.33
+#: Those limits are for the nominal lens (flatfield.NOMINAL_FOCAL_OF_WIDTH). Another lens shows
+#: the same palm at the same distance larger or smaller; its view scale undoes that.
 #: palm centre offset as a fraction of the frame size
 OFF_CENTRE_MAX = 0.28
 #: grey levels of the palm in the flood frame
@@ -107,17 +110,28 @@ def _ramp(value: float, bad: float, good: float) -> float:
     return float(min(1.0, max(0.0, (value - bad) / (good - bad))))
 
 
+def view_scale(focal_px: float | None, width: int) -> float:
+    """How much larger than the nominal lens this one shows things (1 when its focal length is unknown)."""
+    return 1.0 if focal_px is None else focal_px / width / NOMINAL_FOCAL_OF_WIDTH
+
+
 def assess(
-    *, frame: np.ndarray, crop: np.ndarray | Scales, hand: Hand | None, moved_px: float = 0.0
+    *,
+    frame: np.ndarray,
+    crop: np.ndarray | Scales,
+    hand: Hand | None,
+    moved_px: float = 0.0,
+    focal_px: float | None = None,
 ) -> Quality:
     """Judge one capture: ``frame`` is the raw flood frame, ``crop`` the normalised palm crop of
-    the lit image (flood minus ambient), ``moved_px`` the shift across the burst."""
+    the lit image (flood minus ambient), ``moved_px`` the shift across the burst, ``focal_px``
+    the lens's focal length from the calibration (sizes are judged as the nominal lens sees them)."""
     if hand is None:
         return Quality(False, 0.0, [R.NO_HAND], {})
     h, w = frame.shape
     m: dict[str, float] = {}
     why: set[str] = set()
-    radius = hand.radius / w
+    radius = hand.radius / w / view_scale(focal_px, w)
     m["radius"] = radius
     dx = (hand.centre[0] - w / 2) / w
     dy = (hand.centre[1] - h / 2) / h
