@@ -36,6 +36,7 @@ import numpy as np
 
 from device.calibration.flatfield import FlatField
 from device.hardware import patterns
+from device.vision.quality import view_scale
 from device.vision.roi import CROP_PX, Hand
 from device.vision.scales import Scales
 
@@ -199,9 +200,10 @@ def cues(
         lit = lit_frames(frames)
     if texture is None:
         texture = texture_of(lit[patterns.FLOOD], hand)
+    view = view_scale(flat.focal_px, frames[patterns.FLOOD].shape[1])
     return {
         **shape_cues(frames, lit, hand, flat, exposure_us=exposure_us, gain=gain),
-        **texture_cues(texture),
+        **texture_cues(texture, view),
     }
 
 
@@ -267,9 +269,9 @@ def shape_cues(
     }
 
 
-def texture_cues(texture: Scales) -> dict[str, float]:
+def texture_cues(texture: Scales, view: float = 1.0) -> dict[str, float]:
     """The cues of the surface's texture: print dots, vein contrast, fine detail against mid."""
-    return {"halftone": halftone(texture), **band_cues(texture)}
+    return {"halftone": halftone(texture), **band_cues(texture, view)}
 
 
 def halftone(texture: Scales) -> float:
@@ -277,11 +279,16 @@ def halftone(texture: Scales) -> float:
     return _periodic(texture.image[32:288, 32:288])
 
 
-def band_cues(texture: Scales) -> dict[str, float]:
-    """Vein contrast, and fine detail against mid (silicone scatters more than skin)."""
+def band_cues(texture: Scales, view: float = 1.0) -> dict[str, float]:
+    """Vein contrast, and fine detail against mid (silicone scatters more than skin).
+
+    ``view``: the lens's view scale (quality.view_scale). The finest detail is what one sensor
+    pixel holds; through a wider lens (view under 1) a palm has fewer pixels, each spread over
+    more of the crop, so the fine bands widen by 1 / view to hold the same detail."""
+    k = 1.0 / view
     return {
         "veins": texture.band_std(4.0, 12.0, 24) / texture.mean,
-        "smooth": texture.band_std(0, 1.0, 16) / max(texture.band_std(1.0, 3.0, 16), 1e-6),
+        "smooth": texture.band_std(0, 1.0 * k, 16) / max(texture.band_std(1.0 * k, 3.0 * k, 16), 1e-6),
     }
 
 
