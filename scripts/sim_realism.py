@@ -42,15 +42,19 @@ def main() -> int:
         f"palm square measures: {len(real)} real ({args.real.name}), {len(sim)} simulated "
         f"(seeds {args.seed}..{args.seed + args.samples - 1})"
     )
-    heads = ("real min", "median", "max", "| sim p10", "median", "p90")
+    heads = ("real min", "median", "max", "| sim p10", "median", "p90", "in range")
     print(f"{'measure':14s} " + " ".join(f"{h:>9s}" for h in heads))
     for name in ("mean", "std", "vein_contrast", "sharpness"):
         r = [getattr(m, name) for m in real]
         s = [getattr(m, name) for m in sim]
+        inside = sum(min(r) <= x <= max(r) for x in s)
         print(
             f"{name:14s} {min(r):9.4f} {np.median(r):9.4f} {max(r):9.4f} | "
-            f"{np.percentile(s, 10):9.4f} {np.median(s):9.4f} {np.percentile(s, 90):9.4f}"
+            f"{np.percentile(s, 10):9.4f} {np.median(s):9.4f} {np.percentile(s, 90):9.4f} "
+            f"{inside:>4d}/{len(s)}"
         )
+    print("(mean: each simulated frame is exposed so that its palm reads the real median, 100, as the")
+    print(" scanner's metering exposes a palm; in range: simulated palms within the real min..max)")
     return 0
 
 
