@@ -308,11 +308,13 @@ def test_a_scenario_is_a_timed_sequence_of_presentations(config: Config) -> None
         before = flood_mean_at(0.5)
         arriving = flood_mean_at(first.start_s + 0.05)
         hovering = flood_mean_at(first.start_s + 1.0)
+        scene, t = scenario(scenario.start_ns + int((first.start_s + 1.0) * 1e9))
+        assert scene is first.scene and t == pytest.approx(1.0)
         gone = flood_mean_at(first.end_s + 0.1)
     assert hovering > before + 20 and hovering > gone + 20
     assert arriving < hovering  # still far away, coming closer
-    scene, t = scenario(scenario.start_ns + int((first.start_s + 1.0) * 1e9))
-    assert scene is first.scene and t == pytest.approx(1.0)
+    # Once over, a presentation keeps only its light: its surfaces are let go.
+    assert scenario.events[0].scene.objects == () and scenario.events[0].scene.seed == first.scene.seed
     # A guided shopper is still one presentation; the second has arrived once seen.
     scenario.guided(scenario.start_ns + int((first.start_s + 1.1) * 1e9), ["too_far"])
     scenario(scenario.start_ns + int((first.start_s + 1.5) * 1e9))

@@ -299,7 +299,7 @@ class Scenario:
         while len(self.events) > 1 and self.events[0].end_s < t - self.KEEP_PAST_S:
             del self.events[0]
         lit_by: Scene | None = None
-        for event in self.events:
+        for i, event in enumerate(self.events):
             if t < event.start_s:
                 lit_by = lit_by or event.scene
                 break
@@ -308,18 +308,12 @@ class Scenario:
                     self._arrived.add(event.scene.seed)
                     self.presented[event.scene.kind] += 1
                 return event.scene, t - event.start_s
-            lit_by = event.scene
+            if event.scene.objects:  # over: only its light is still needed, not its surfaces
+                self.events[i] = Event(event.start_s, event.dwell_s, _light_of(event.scene))
+            lit_by = self.events[i].scene
         if lit_by is None:
             return None, t
-        empty = Scene(
-            kind="empty",
-            seed=lit_by.seed,
-            objects=(),
-            ambient=lit_by.ambient,
-            background=lit_by.background,
-            condition=lit_by.condition,
-        )
-        return empty, t
+        return _light_of(lit_by), t
 
     @property
     def duration_s(self) -> float:
@@ -381,6 +375,18 @@ class Scenario:
                     event.start_s, event.dwell_s, replace(event.scene, objects=tuple(objects))
                 )
                 return
+
+
+def _light_of(scene: Scene) -> Scene:
+    """The empty scene under a presentation's light."""
+    return Scene(
+        kind="empty",
+        seed=scene.seed,
+        objects=(),
+        ambient=scene.ambient,
+        background=scene.background,
+        condition=scene.condition,
+    )
 
 
 def _leaving_at(scene: Scene, t_s: float) -> Scene:
