@@ -297,8 +297,7 @@ class ScanLoop:
                 self._background.reset()
                 self._emit({"event": "false_trigger"})
                 return self._finish(seen, stages, "left", [R.NO_HAND], kind, quiet=True)
-            for f in frames:
-                f.wipe()
+            self._let_go(frames)
             guidable = set(verdict.quality.reasons) & GUIDANCE
             if guidable and self._clock.monotonic_ns() < deadline:
                 said: dict[str, Any] = {"event": "guidance", "reasons": R.ordered(guidable)}
@@ -329,8 +328,7 @@ class ScanLoop:
             }
         )
         if live is None or not live.live:
-            for f in frames:
-                f.wipe()
+            self._let_go(frames)
             self._emit(
                 {
                     "event": "not_live",
@@ -416,12 +414,10 @@ class ScanLoop:
             )
             if best is None or verdict.quality.score > best[0].quality.score:
                 if best is not None:
-                    for f in best[1]:
-                        f.wipe()
+                    self._let_go(best[1])
                 best = (verdict, frames)
             else:
-                for f in frames:
-                    f.wipe()
+                self._let_go(frames)
             if verdict.quality.ok:
                 break
             remeter = bool({R.TOO_DARK, R.TOO_BRIGHT, R.NO_HAND} & set(verdict.quality.reasons))
@@ -457,6 +453,13 @@ class ScanLoop:
         self._clock.sleep(SHOW_RESULT_S)
         self.wait_for_leave()
         return scan
+
+    def _let_go(self, frames: list[Any]) -> None:
+        """Zero these frames and stop holding them (a scan of many tries would pile them up)."""
+        for f in frames:
+            f.wipe()
+        gone = {id(f) for f in frames}
+        self._held = [f for f in self._held if id(f) not in gone]
 
     def wipe_held(self) -> None:
         """Zero every frame this loop still holds (on the way out of a scan, however it ends)."""
