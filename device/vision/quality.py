@@ -22,10 +22,10 @@ from device.vision.scales import Scales
 #: palm inscribed radius as a fraction of the frame width: nearer than this is too close. Farther
 #: than RADIUS_MIN (about 160 mm for a mid-sized palm), the ring's sectors light it from nearly
 #: the same direction and photometric stereo loses the palm's relief: live palms were refused
-#: there, so the shopper is guided nearer instead.
+#: there, so the shopper is guided nearer instead. These are for the nominal lens
+#: (flatfield.NOMINAL_FOCAL_OF_WIDTH): another lens shows the same palm at the same distance
+#: larger or smaller, and its view_scale undoes that.
 RADIUS_MIN, RADIUS_MAX = 0.13, 0.33
-#: Those limits are for the nominal lens (flatfield.NOMINAL_FOCAL_OF_WIDTH). Another lens shows
-#: the same palm at the same distance larger or smaller; its view scale undoes that.
 #: palm centre offset as a fraction of the frame size
 OFF_CENTRE_MAX = 0.28
 #: grey levels of the palm in the flood frame
