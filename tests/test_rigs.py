@@ -91,6 +91,29 @@ def test_without_the_lens_known_sizes_are_judged_for_the_nominal_lens() -> None:
     assert R.TOO_FAR not in Q.assess(frame=frame, crop=crop, hand=far_for_nominal, focal_px=266).reasons
 
 
+def test_motion_is_judged_in_the_nominal_lens_pixels() -> None:
+    """The same 5 mm sway of a palm at 150 mm is 12.7 px through the nominal lens (380 px),
+    16.5 px through a long one (494 px): both are told to hold still, and both pass at 1 mm."""
+    frame = np.full((480, 640), 120, np.uint8)
+    crop = np.full((320, 320), 120.0, np.float32)
+    for focal in (380.0, 494.0):
+        hand = _hand(focal * 40 / 150)
+
+        def reasons(sway_mm: float, focal: float = focal, hand: Hand = hand) -> list[str]:
+            moved = focal * sway_mm / 150
+            return Q.assess(frame=frame, crop=crop, hand=hand, moved_px=moved, focal_px=focal).reasons
+
+        assert R.HOLD_STILL in reasons(5.0)
+        assert R.HOLD_STILL not in reasons(1.0)
+    # 3.6 px: over the limit for the nominal lens, 2.8 nominal pixels through the long one
+    long_hand = _hand(494 * 40 / 150)
+    assert R.HOLD_STILL in Q.assess(frame=frame, crop=crop, hand=_hand(380 * 40 / 150), moved_px=3.6).reasons
+    assert (
+        R.HOLD_STILL
+        not in Q.assess(frame=frame, crop=crop, hand=long_hand, moved_px=3.6, focal_px=494).reasons
+    )
+
+
 def test_a_ring_near_the_lens_is_called_weak_and_a_sound_one_is_not() -> None:
     near = flat_from_given(sim_calibration_frames(rig(ring_mm=15)), "test", rig(ring_mm=15))
     notes = rig_notes(near, [])

@@ -36,7 +36,9 @@ VEINS_MIN = 0.006
 #: burst motion, in frame pixels between the flood frame and the sector frames (about 70 ms):
 #: photometric stereo compares frames pixel by pixel, and motion makes relief of its own. At
 #: 1.5 px, a tenth of hovering palms were turned away; at 3 px the error rates hold
-#: (palm eval counts attacks whatever their quality)
+#: (palm eval counts attacks whatever their quality). For the nominal lens, like the sizes: a
+#: longer lens shows the same sway as more pixels of a larger palm, and the relief cue works on
+#: the palm's crop, so motion is judged in the nominal lens's pixels
 MOTION_MAX_PX = 3.0
 
 
@@ -131,7 +133,8 @@ def assess(
     h, w = frame.shape
     m: dict[str, float] = {}
     why: set[str] = set()
-    radius = hand.radius / w / view_scale(focal_px, w)
+    view = view_scale(focal_px, w)
+    radius = hand.radius / w / view
     m["radius"] = radius
     dx = (hand.centre[0] - w / 2) / w
     dy = (hand.centre[1] - h / 2) / h
@@ -145,6 +148,7 @@ def assess(
     m["focus"] = focus(scales)
     m["veins"] = veins(scales)
     m["motion_px"] = moved_px
+    moved_px /= view  # as the nominal lens would see it
     if hand.blobs > 1:
         why.add(R.TWO_HANDS)
     if hand.touches_border:
