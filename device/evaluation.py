@@ -9,6 +9,7 @@ counted as refused merely because its capture was poor.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 from collections import Counter
@@ -27,6 +28,21 @@ from device.vision import liveness as L
 from device.vision.pipeline import Verdict, analyse_burst
 
 START = Settings(exposure_us=2000, gain=2.0)
+
+
+#: BCM pins for up to eight ring sectors on a simulated rig (none is an indicator light's)
+RIG_PINS = (17, 27, 22, 23, 24, 25, 16, 26)
+
+
+def with_rig(config: Config, *, ring_mm: float, focal_px: float, card_mm: float, sectors: int) -> Config:
+    """The config with the simulated scanner's optics changed: the ring's radius, the lens's
+    focal length, the grey card's distance and the number of ring sectors."""
+    return dataclasses.replace(
+        config,
+        sim=dataclasses.replace(config.sim, ring_radius_mm=ring_mm, focal_px=focal_px),
+        leds=dataclasses.replace(config.leds, sector_pins=RIG_PINS[:sectors]),
+        calibration=dataclasses.replace(config.calibration, card_distance_mm=card_mm),
+    )
 
 
 def sim_flat_field(config: Config) -> FlatField:

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from device.evaluation import RIG_PINS
+
 ROOT = Path(__file__).resolve().parent.parent
-PINS = [17, 27, 22, 23, 24, 25, 16, 26]
 
 #: name -> (ring radius mm, focal length px, card distance mm, sectors); the default first
 GEOMETRIES: dict[str, tuple[float, float, float, int]] = {
@@ -45,7 +46,7 @@ def config_text(ring: float, focal: float, card: float, sectors: int) -> str:
         ("ring_radius_mm", f"{ring:.1f}"),
         ("focal_px", f"{focal:.1f}"),
         ("card_distance_mm", f"{card:.1f}"),
-        ("sector_pins", str(PINS[:sectors])),
+        ("sector_pins", str(list(RIG_PINS[:sectors]))),
     ):
         text, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
         if n != 1:

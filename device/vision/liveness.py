@@ -34,9 +34,8 @@ from importlib import resources
 import cv2
 import numpy as np
 
-from device.calibration.flatfield import FlatField
+from device.calibration.flatfield import PALM_DISTANCE_MM, FlatField
 from device.hardware import patterns
-from device.vision.quality import view_scale
 from device.vision.roi import CROP_PX, Hand
 from device.vision.scales import Scales
 
@@ -45,6 +44,12 @@ WORK_PX = 96  # the shape cues work on a small crop: relief is not fine-grained
 #: (a 30 mm ring at 125 mm). The relief a ring shows grows with its spread; dividing by a
 #: calibration's spread, against this, lets the same combiner judge a wider or narrower ring.
 FITTED_RING_SPREAD = 0.858
+
+#: crop pixels per frame pixel (roi.Hand.zoom) of the median palm through the nominal lens at the
+#: nominal distance. The texture cues' finest band is one frame pixel wide, whatever the lens and
+#: the distance: a palm small in the frame is enlarged more in the crop, and its finest detail
+#: spreads over more crop pixels.
+NOMINAL_ZOOM = 1.75
 
 FEATURES = ("albedo", "relief", "relief_fine", "halftone", "veins", "smooth", "ambient_ratio")
 #: cues that vary by factors rather than by steps enter the combiner as logarithms
@@ -82,6 +87,11 @@ class Model:
     scale: dict[str, float]
     threshold: float
     trained_on: str = ""
+    #: per cue, the standardised range bona fide palms gave in training, widened by
+    #: SUPPORT_MARGIN: a surface outside it on any cue is no palm the combiner has seen, and a
+    #: quadratic combiner must not be trusted out there (a dark screen's noise once read as
+    #: relief and veins together and scored as live)
+    support: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, text: str | None = None) -> Model:
@@ -95,16 +105,34 @@ class Model:
             scale=d["scale"],
             threshold=d["threshold"],
             trained_on=d.get("trained_on", ""),
+            support={k: (float(lo), float(hi)) for k, (lo, hi) in d.get("support", {}).items()},
         )
 
     def standardised(self, cues: Mapping[str, float]) -> dict[str, float]:
         x = transformed(cues)
         return {k: (x[k] - self.mean[k]) / self.scale[k] for k in FEATURES}
 
+    def outside(self, xs: Mapping[str, float]) -> str | None:
+        """The standardised cue farthest outside the bona fide support, if any is."""
+        worst, by = None, 0.0
+        for k, (lo, hi) in self.support.items():
+            out = max(lo - xs[k], xs[k] - hi)
+            if out > by:
+                worst, by = k, out
+        return worst
+
     def score(self, cues: Mapping[str, float]) -> float:
-        terms = expand(self.standardised(cues))
+        xs = self.standardised(cues)
+        if self.outside(xs) is not None:
+            return 0.0
+        terms = expand(xs)
         z = self.bias + sum(self.weights[k] * terms[k] for k in self.weights)
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+#: how far (in standard deviations of each cue) beyond the bona fide training range the support
+#: reaches: wide enough that palms of rigs and people between the training ones stay inside
+SUPPORT_MARGIN = 0.5
 
 
 @lru_cache(maxsize=8)
@@ -131,25 +159,36 @@ def _plane_residual(img: np.ndarray, order: int) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _spectrum_tools(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """A 2-D Hann window and the flat indices of the fine-scale band of the real spectrum."""
+    """A 2-D Hann window, and the radius of each bin of the real spectrum (cycles per crop),
+    rounded to whole rings."""
     win = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
     fy = np.minimum(np.arange(h), h - np.arange(h))[:, None]
     fx = np.arange(w // 2 + 1)[None, :]
-    radius = np.hypot(fy, fx)
-    return win, np.flatnonzero((radius > 12) & (radius < 0.45 * h))
+    return win, np.rint(np.hypot(fy, fx)).astype(np.intp).ravel()
 
 
-def _periodic(img: np.ndarray) -> float:
+#: the fine band of the print-dot spectrum, in cycles per crop: above the palm's own relief and
+#: below what the sensor holds (nine tenths of the frame's Nyquist frequency, at most 0.45 of
+#: the crop's). Above the frame's Nyquist an enlarged crop has only its interpolation's images.
+SPECTRUM_LOW, SPECTRUM_HIGH_OF_NYQUIST = 12, 0.9
+
+
+def _periodic(img: np.ndarray, zoom: float = 1.0) -> float:
     """How peaked the fine spectrum is: printed dots (and their moire) are periodic; skin and
-    sensor noise are not. log10 of the strongest fine-scale peak over the median."""
+    sensor noise are not. log10 of the strongest fine-scale bin over the typical bin at the same
+    frequency (the geometric mean of its ring), so that neither the surface's fall-off with
+    frequency nor how much of it the sensor resolves (``zoom``, crop pixels per frame pixel:
+    roi.Hand.zoom) moves the measure; only a peak standing out of its ring does."""
     h, w = img.shape
-    win, band_at = _spectrum_tools(h, w)
+    win, ring = _spectrum_tools(h, w)
+    high = max(min(0.45 * h, SPECTRUM_HIGH_OF_NYQUIST * h / (2 * max(zoom, 1.0))), 2 * SPECTRUM_LOW)
     f = (img - float(img.mean())) * win
     spec = cv2.dft(np.ascontiguousarray(f, dtype=np.float32), flags=cv2.DFT_COMPLEX_OUTPUT)
     spec = spec[:, : w // 2 + 1]
-    power = spec[..., 0] ** 2 + spec[..., 1] ** 2
-    band = power.ravel().take(band_at)
-    return float(np.log10(band.max() / max(_median(band), 1e-12)))
+    power = np.log10(spec[..., 0] ** 2 + spec[..., 1] ** 2 + 1e-12).ravel()
+    level = np.bincount(ring, weights=power) / np.maximum(np.bincount(ring), 1)
+    band = (ring > SPECTRUM_LOW) & (ring < high)
+    return float((power[band] - level[ring[band]]).max())
 
 
 def _median(v: np.ndarray) -> float:
@@ -200,10 +239,9 @@ def cues(
         lit = lit_frames(frames)
     if texture is None:
         texture = texture_of(lit[patterns.FLOOD], hand)
-    view = view_scale(flat.focal_px, frames[patterns.FLOOD].shape[1])
     return {
         **shape_cues(frames, lit, hand, flat, exposure_us=exposure_us, gain=gain),
-        **texture_cues(texture, view),
+        **texture_cues(texture, hand.zoom),
     }
 
 
@@ -243,7 +281,10 @@ def shape_cues(
     flood = work(lit[patterns.FLOOD]) * norm
     flood_flat = work(flat.response[patterns.FLOOD], cv2.INTER_LINEAR)
     ratio = flood / np.maximum(flood_flat, 1e-6)
-    albedo = _median(ratio[inner]) * flat.card_albedo
+    # The card was lit at its own distance; a palm is judged at PALM_DISTANCE_MM, where the
+    # ring's light is weaker by the square of the distances (a card at 100 mm otherwise made
+    # every surface read two thirds as bright as on the nominal rig's card at 125 mm).
+    albedo = _median(ratio[inner]) * flat.card_albedo * (PALM_DISTANCE_MM / flat.card_distance_mm) ** 2
     # Sector by sector against the flat fields: log ratios, each relative to their mean. The
     # frames are smoothed well below the palm's relief (eminences span a quarter of the crop),
     # above the noise; the flat fields are smooth already.
@@ -269,23 +310,24 @@ def shape_cues(
     }
 
 
-def texture_cues(texture: Scales, view: float = 1.0) -> dict[str, float]:
-    """The cues of the surface's texture: print dots, vein contrast, fine detail against mid."""
-    return {"halftone": halftone(texture), **band_cues(texture, view)}
+def texture_cues(texture: Scales, zoom: float) -> dict[str, float]:
+    """The cues of the surface's texture: print dots, vein contrast, fine detail against mid.
+    ``zoom``: crop pixels per frame pixel of the palm's crop (roi.Hand.zoom)."""
+    return {"halftone": halftone(texture, zoom), **band_cues(texture, zoom)}
 
 
-def halftone(texture: Scales) -> float:
+def halftone(texture: Scales, zoom: float) -> float:
     """Printed dots: how peaked the fine spectrum of the crop's centre is."""
-    return _periodic(texture.image[32:288, 32:288])
+    return _periodic(texture.image[32:288, 32:288], zoom)
 
 
-def band_cues(texture: Scales, view: float = 1.0) -> dict[str, float]:
+def band_cues(texture: Scales, zoom: float) -> dict[str, float]:
     """Vein contrast, and fine detail against mid (silicone scatters more than skin).
 
-    ``view``: the lens's view scale (quality.view_scale). The finest detail is what one sensor
-    pixel holds; through a wider lens (view under 1) a palm has fewer pixels, each spread over
-    more of the crop, so the fine bands widen by 1 / view to hold the same detail."""
-    k = 1.0 / view
+    The finest detail is what one frame pixel holds; a palm enlarged more in its crop (a wider
+    lens, a farther or smaller palm: ``zoom`` over NOMINAL_ZOOM) spreads it over more crop
+    pixels, so the fine bands widen with the zoom to hold the same detail."""
+    k = zoom / NOMINAL_ZOOM
     return {
         "veins": texture.band_std(4.0, 12.0, 24) / texture.mean,
         "smooth": texture.band_std(0, 1.0 * k, 16) / max(texture.band_std(1.0 * k, 3.0 * k, 16), 1e-6),
@@ -297,10 +339,14 @@ def assess(values: Mapping[str, float], model: Model) -> Liveness:
     live = score >= model.threshold
     why: list[str] = []
     if not live:
-        # Name the cue that pulled hardest toward "attack", for a person reading the verdict.
-        terms = expand(model.standardised(values))
-        pulls = {k: model.weights[k] * terms[k] for k in FEATURES if k in model.weights}
-        worst = min(pulls, key=lambda k: pulls[k])
+        # Name the cue that pulled hardest toward "attack" (or lies outside any palm's range),
+        # for a person reading the verdict.
+        xs = model.standardised(values)
+        worst = model.outside(xs)
+        if worst is None:
+            terms = expand(xs)
+            pulls = {k: model.weights[k] * terms[k] for k in FEATURES if k in model.weights}
+            worst = min(pulls, key=lambda k: pulls[k])
         why.append(f"{worst}_not_skin")
     return Liveness(
         live=live, score=round(score, 4), reasons=why, cues={k: round(v, 6) for k, v in values.items()}

@@ -79,9 +79,9 @@ def analyse_burst(
     )
     texture = Scales(Q.crop(flood, hand))
     # The print-dot spectrum queues behind the shape cues; the bands are shared with quality.
-    halftone_work = _WORKER.submit(L.halftone, texture) if shape_work is not None else None
+    halftone_work = _WORKER.submit(L.halftone, texture, hand.zoom) if shape_work is not None else None
     focal = flat.focal_px if flat is not None else None
-    texture_cues = L.band_cues(texture, Q.view_scale(focal, raw.shape[1])) if live_too else {}
+    texture_cues = L.band_cues(texture, hand.zoom) if live_too else {}
     quality = Q.assess(frame=raw, crop=texture, hand=hand, moved_px=moved, focal_px=focal)
     live = None
     if shape_work is not None and halftone_work is not None:

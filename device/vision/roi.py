@@ -39,6 +39,12 @@ class Hand:
         h, w = self.small_mask.shape
         return cv2.resize(self.small_mask, (w * 2, h * 2), interpolation=cv2.INTER_NEAREST)
 
+    @property
+    def zoom(self) -> float:
+        """Crop pixels per frame pixel in the normalised crop (CROP_PX wide): over 1, the crop
+        is the frame's pixels enlarged, and holds no detail finer than a frame pixel."""
+        return CROP_PX / (CROP_SIDE_R * self.radius)
+
     def crop_matrix(self, size: int = CROP_PX) -> np.ndarray:
         """Affine map from the frame to the normalised crop (size x size)."""
         side = CROP_SIDE_R * self.radius
