@@ -40,9 +40,9 @@ from device.vision.roi import CROP_PX, Hand
 from device.vision.scales import Scales
 
 WORK_PX = 96  # the shape cues work on a small crop: relief is not fine-grained
-#: the ring spread (flatfield.ring_spread) of the simulated scanner the combiner was fitted on
-#: (a 30 mm ring at 125 mm). The relief a ring shows grows with its spread; dividing by a
-#: calibration's spread, against this, lets the same combiner judge a wider or narrower ring.
+#: the ring spread (flatfield.ring_spread) of the nominal rig (a 30 mm ring at 125 mm). The
+#: relief a ring shows grows with its spread; relief is divided by a calibration's spread and
+#: multiplied by this, so the combiner reads every ring's relief as the nominal ring's.
 FITTED_RING_SPREAD = 0.858
 
 #: crop pixels per frame pixel (roi.Hand.zoom) of the median palm through the nominal lens at the
