@@ -17,9 +17,11 @@ ring sector) and the scanner's flat fields:
 - ``smooth``: detail at the finest scale relative to the vein scale: silicone
   scatters more than skin.
 
-A logistic combiner fuses them into one score. Its coefficients and the operating
-threshold ship as data (liveness_model.json), fitted on development seeds by
-scripts/train_liveness.py; the reported error rates come from other seeds.
+A logistic combiner fuses them into one score. Its coefficients, the operating
+threshold and each cue's range over bona fide palms (outside it, a surface is not
+live) ship as data (liveness_model.json), fitted on development seeds over many
+simulated rigs by scripts/train_liveness.py; the reported error rates come from
+other seeds.
 """
 
 from __future__ import annotations
