@@ -124,7 +124,9 @@ class Model:
         return worst
 
     def score(self, cues: Mapping[str, float]) -> float:
-        xs = self.standardised(cues)
+        return self.score_standardised(self.standardised(cues))
+
+    def score_standardised(self, xs: Mapping[str, float]) -> float:
         if self.outside(xs) is not None:
             return 0.0
         terms = expand(xs)
@@ -337,13 +339,13 @@ def band_cues(texture: Scales, zoom: float) -> dict[str, float]:
 
 
 def assess(values: Mapping[str, float], model: Model) -> Liveness:
-    score = model.score(values)
+    xs = model.standardised(values)
+    score = model.score_standardised(xs)
     live = score >= model.threshold
     why: list[str] = []
     if not live:
         # Name the cue that pulled hardest toward "attack" (or lies outside any palm's range),
         # for a person reading the verdict.
-        xs = model.standardised(values)
         worst = model.outside(xs)
         if worst is None:
             terms = expand(xs)
