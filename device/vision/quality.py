@@ -148,7 +148,7 @@ def assess(
     m["focus"] = focus(scales)
     m["veins"] = veins(scales)
     m["motion_px"] = moved_px
-    moved_px /= view  # as the nominal lens would see it
+    moved = moved_px / view  # as the nominal lens would see it
     if hand.blobs > 1:
         why.add(R.TWO_HANDS)
     if hand.touches_border:
@@ -167,7 +167,7 @@ def assess(
         why.add(R.TOO_DARK)
     if ex["p50"] > BRIGHT_P50 or ex["clipped"] > CLIP_FRACTION:
         why.add(R.TOO_BRIGHT)
-    if moved_px > MOTION_MAX_PX:
+    if moved > MOTION_MAX_PX:
         why.add(R.HOLD_STILL)
     if m["focus"] < FOCUS_MIN:
         why.add(R.OUT_OF_FOCUS)
@@ -178,7 +178,7 @@ def assess(
         * _ramp(radius, RADIUS_MAX * 1.2, RADIUS_MAX * 0.85),
         _ramp(max(abs(dx), abs(dy)), OFF_CENTRE_MAX * 1.3, OFF_CENTRE_MAX * 0.6),
         _ramp(ex["p50"], DARK_P50 * 0.7, DARK_P50 * 1.8) * _ramp(ex["clipped"], CLIP_FRACTION * 2, 0.0),
-        _ramp(moved_px, MOTION_MAX_PX * 1.5, MOTION_MAX_PX * 0.4),
+        _ramp(moved, MOTION_MAX_PX * 1.5, MOTION_MAX_PX * 0.4),
         _ramp(m["focus"], FOCUS_MIN * 0.7, FOCUS_MIN * 1.8),
         _ramp(m["veins"], VEINS_MIN * 0.7, VEINS_MIN * 2.0),
         0.0 if why else 1.0,
