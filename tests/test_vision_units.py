@@ -114,3 +114,21 @@ def test_a_surface_outside_every_palms_range_is_not_live_whatever_the_combiner_s
     # the bare combiner, extrapolating its quadratic terms, would have called that live
     bare = Model(model.weights, model.bias, model.mean, model.scale, model.threshold)
     assert bare.score(noisy) >= model.threshold
+
+
+def test_focus_is_not_fooled_by_the_outline_of_a_blurred_palm() -> None:
+    # A palm's texture, blurred as a lens out of focus blurs it, with the palm's outline crossing a
+    # corner of the crop (bright background beyond it): the edge alone must not read as focus.
+    from device.vision.quality import FOCUS_MIN, focus
+
+    rng = np.random.default_rng(3)
+    texture = 80 + cv2.GaussianBlur(rng.normal(0, 6, (320, 320)).astype(np.float32), (0, 0), 1.2)
+    assert focus(texture) > 1.5 * FOCUS_MIN
+    yy, xx = np.mgrid[:320, :320]
+    outlined = np.where(np.hypot(xx, yy - 320) < 70, 230.0, texture).astype(np.float32)
+    assert focus(outlined) > 1.5 * FOCUS_MIN
+    blurred = cv2.GaussianBlur(outlined, (0, 0), 5.0)
+    assert focus(blurred) < FOCUS_MIN
+    # The same picture's plain standard deviation in that band still reads the edge as detail.
+    plain = Scales(blurred)
+    assert plain.band_std(1.0, 3.0, 8) / plain.mean > FOCUS_MIN
