@@ -461,6 +461,22 @@ def _write_text(path: str, text: str) -> None:
         raise OutputError(f"cannot write {path!r}: {exc.strerror}") from None
 
 
+def cmd_leds_off(args: argparse.Namespace) -> int:
+    from device.hardware.gpio import real_pin_factory
+    from device.hardware.ring import force_dark
+
+    config = load_config(args.config)
+    factory = real_pin_factory(config.leds.pin_factory)
+    try:
+        force_dark(pins=config.leds.sector_pins, pin_factory=factory, active_high=config.leds.active_high)
+    finally:
+        factory.close()
+    pins = ", ".join(map(str, config.leds.sector_pins))
+    level = "low" if config.leds.active_high else "high"
+    print(f"LED ring dark: BCM pins {pins} driven {level} and released")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if not args.simulate:
         return _run_on_hardware(args)
@@ -760,6 +776,16 @@ def build_parser() -> argparse.ArgumentParser:
         "seconds (default 3)",
     )
     run.set_defaults(handler=cmd_run)
+
+    off = sub.add_parser(
+        "leds-off",
+        help="drive the LED ring dark (palmd.service runs it after the daemon, however it ended)",
+        description="Claims every LED ring pin, drives it dark and releases it. A Raspberry Pi keeps "
+        "a released output at its last level, so a daemon killed mid-flash (watchdog, out of "
+        "memory) would leave the ring lit: the unit runs this as ExecStopPost=.",
+    )
+    off.add_argument("--config", required=True, metavar="FILE")
+    off.set_defaults(handler=cmd_leds_off)
 
     from device.calibration.session import CHOICES, SIM_FAULTS
 

@@ -51,7 +51,13 @@ KEY="$STATE/device-key.pem"
 UNIT_DIR="$ROOT/etc/systemd/system"
 SYSUSERS="$ROOT/usr/lib/sysusers.d/palm-scanner.conf"
 TMPFILES="$ROOT/usr/lib/tmpfiles.d/palm-scanner.conf"
-APT_PACKAGES=(python3-picamera2 python3-venv python3-pip python3-lgpio)
+# Debian's own: the venv, and the numpy and OpenCV that picamera2's apt packages are built
+# against (the venv must use these, not PyPI's). Raspberry Pi's archive only: the camera
+# stack, lgpio, the RPi.GPIO module on lgpio, and gpiozero built for Raspberry Pi OS.
+APT_PACKAGES=(python3-venv python3-pip python3-numpy python3-opencv python3-requests)
+PI_APT_PACKAGES=(python3-picamera2 python3-lgpio python3-rpi-lgpio python3-gpiozero)
+BOOT_CONFIG="$ROOT/boot/firmware/config.txt"
+RPI_SWAP_CONF="$ROOT/etc/rpi/swap.conf.d/90-palm-scanner.conf"
 DEVICE_ID="${DEVICE_ID:-$(hostname -s 2>/dev/null || echo scanner)}"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -68,7 +74,7 @@ palm_gid() {
     echo "${gid:-palm}"
 }
 
-step "1/8 system: 64-bit Raspberry Pi OS, Bookworm or newer"
+step "1/9 system: 64-bit Raspberry Pi OS, Bookworm or newer"
 codename="$(. "$ROOT/etc/os-release" 2>/dev/null && echo "${VERSION_CODENAME:-}")" || codename=""
 arch="$(uname -m)"
 case "$codename" in
@@ -83,26 +89,66 @@ if ((!DRY)) && ((EUID != 0)); then
     exit 1
 fi
 
-step "2/8 packages from apt: the camera stack and the GPIO library"
-run apt-get update -qq
-run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}"
+# Whether apt can install a package here (its archive has it).
+apt_has() {
+    local candidate
+    candidate="$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2 }')"
+    [[ -n "$candidate" && "$candidate" != "(none)" ]]
+}
 
-step "3/8 the package in a virtual environment that sees apt's picamera2"
-if [[ -x "$PREFIX/venv/bin/python" ]]; then
-    note "$PREFIX/venv exists: kept"
+step "2/9 packages from apt: the camera stack, the GPIO library, numpy and OpenCV"
+run apt-get update -qq
+pi_found=()
+if ((DRY)); then
+    pi_found=("${PI_APT_PACKAGES[@]}")
 else
-    run python3 -m venv --system-site-packages "$PREFIX/venv"
+    for pkg in "${PI_APT_PACKAGES[@]}"; do
+        if apt_has "$pkg"; then
+            pi_found+=("$pkg")
+        else
+            note "$pkg: not in this system's apt archive (only Raspberry Pi's has it)"
+        fi
+    done
 fi
-run "$PREFIX/venv/bin/python" -m pip install --quiet --upgrade "$SRC[pi]"
+run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${APT_PACKAGES[@]}" ${pi_found[@]+"${pi_found[@]}"}
+if [[ " ${pi_found[*]-} " != *" python3-picamera2 "* ]]; then
+    note "no picamera2: this system can run the simulated scanner (palm run --simulate), not a camera"
+fi
+
+step "3/9 the package in a virtual environment that uses apt's numpy, OpenCV and picamera2"
+VENV="$PREFIX/venv"
+if [[ -x "$VENV/bin/python" ]]; then
+    note "$VENV exists: kept"
+else
+    run python3 -m venv --system-site-packages "$VENV"
+fi
+# Without its dependencies first: pip would bring PyPI's OpenCV and numpy 2 over apt's
+# (device/deps.py says why). Then only what apt did not give, with apt's versions pinned.
+run "$VENV/bin/python" -m pip install --quiet --upgrade --no-deps "$SRC"
+CONSTRAINTS="$PREFIX/apt-pins.txt"
+if ((DRY)); then
+    run "$VENV/bin/python" -m device.deps --constraints "$CONSTRAINTS"
+    run "$VENV/bin/python" -m pip install --quiet --constraint "$CONSTRAINTS" "<what device.deps printed>"
+else
+    printf '+ %s\n' "$VENV/bin/python -m device.deps --constraints $CONSTRAINTS"
+    mapfile -t missing < <("$VENV/bin/python" -m device.deps --constraints "$CONSTRAINTS")
+    if ((${#missing[@]})); then
+        run "$VENV/bin/python" -m pip install --quiet --constraint "$CONSTRAINTS" "${missing[@]}"
+        note "(pip may say opencv-python-headless is not installed: apt's python3-opencv is the cv2 used)"
+    else
+        note "apt gave every dependency"
+    fi
+fi
 run install -D -m 0644 "$SRC/README.md" "$PREFIX/README.md"
 
-step "4/8 the service user and its directories (sysusers.d, tmpfiles.d)"
+step "4/9 the service user and its directories (sysusers.d, tmpfiles.d)"
 run install -D -m 0644 "$SRC/systemd/palm-scanner.sysusers.conf" "$SYSUSERS"
 run install -D -m 0644 "$SRC/systemd/palm-scanner.tmpfiles.conf" "$TMPFILES"
 run systemd-sysusers palm-scanner.conf
 run systemd-tmpfiles --create palm-scanner.conf
 
-step "5/8 the config (never overwritten)"
+step "5/9 the config (never overwritten)"
 if [[ -e "$ETC/config.toml" ]]; then
     note "$ETC/config.toml exists: kept"
 else
@@ -110,7 +156,7 @@ else
     note "edit [device] id, [cloud] endpoint and recipient_public_key in $ETC/config.toml"
 fi
 
-step "6/8 the device key (created once, never overwritten)"
+step "6/9 the device key (created once, never overwritten)"
 run install -D -m 0644 "$SRC/systemd/palm-firstboot.service" "$UNIT_DIR/palm-firstboot.service"
 if [[ -e "$KEY" ]]; then
     note "$KEY exists: kept"
@@ -124,25 +170,48 @@ else
 fi
 run systemctl enable palm-firstboot.service
 
-step "7/8 the systemd unit, enabled"
+step "7/9 the systemd unit, enabled"
 run install -D -m 0644 "$SRC/systemd/palmd.service" "$UNIT_DIR/palmd.service"
-if ((!IMAGE)); then
+if ((!IMAGE)) && [[ -d /run/systemd/system ]]; then
     run systemctl daemon-reload
+elif ((!IMAGE)); then
+    note "systemd is not running here (a chroot or a container): it reads the unit when it starts"
 fi
 run systemctl enable palmd.service
 
-step "8/8 swap off: a frame must never be paged to disk"
+step "8/9 swap off: a frame must never be paged to disk"
+# Bookworm swaps to a file through dphys-swapfile; Trixie through rpi-swap, to zram and a
+# file (its generator reads /etc/rpi/swap.conf.d/). Both are stopped for good.
+run install -D -m 0644 /dev/stdin "$RPI_SWAP_CONF" <<'SWAP'
+# palm-scanner: no swap of any kind (a frame must never leave RAM). See swap.conf(5).
+[Main]
+Mechanism=none
+SWAP
 if ((IMAGE)); then
-    note "an image: its swap service masked, so no scanner made from it swaps"
-    run systemctl mask dphys-swapfile.service
+    note "an image: its swap services masked, so no scanner made from it swaps"
 elif swapon --noheadings --show=NAME 2>/dev/null | grep -q .; then
     note "swap is on ($(swapon --noheadings --show=NAME | paste -sd, -)): turning it off for good;"
     note "the daemon refuses to run with swap on"
     run swapoff -a
-    run systemctl disable --now dphys-swapfile.service
 else
     note "swap is off"
-    run systemctl mask dphys-swapfile.service
+fi
+run systemctl mask dphys-swapfile.service dev-zram0.swap systemd-zram-setup@zram0.service
+
+step "9/9 GPIO outputs released to inputs (dtparam=strict_gpiod)"
+# Raspberry Pi kernels keep a released output driven (raspberrypi/linux 6117): a daemon killed
+# mid-flood would leave the ring lit. strict_gpiod returns released lines to inputs; the
+# ring's gate pull-downs then hold it dark. It takes effect at the next boot.
+if [[ -f "$BOOT_CONFIG" ]] && grep -qx 'dtparam=strict_gpiod' "$BOOT_CONFIG"; then
+    note "$BOOT_CONFIG has dtparam=strict_gpiod: kept"
+elif [[ -f "$BOOT_CONFIG" ]]; then
+    printf '+ %s\n' "append dtparam=strict_gpiod to $BOOT_CONFIG"
+    if ((!DRY)); then
+        printf '\n# palm-scanner: released GPIO lines go back to inputs\ndtparam=strict_gpiod\n' >>"$BOOT_CONFIG"
+    fi
+    note "takes effect at the next boot"
+else
+    note "no $BOOT_CONFIG: not a Raspberry Pi (add dtparam=strict_gpiod to its config.txt there)"
 fi
 
 step "done"

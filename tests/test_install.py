@@ -33,9 +33,12 @@ def test_the_plan_installs_everything_in_order(tmp_path: Path) -> None:
     steps, out = _plan("--device-id", "lane-3", "--root", str(tmp_path))
     order = [
         r"^apt-get update",
-        r"apt-get install .*python3-picamera2 .*python3-lgpio",
+        r"apt-get install .*python3-numpy python3-opencv .*python3-picamera2 .*python3-lgpio "
+        r"python3-rpi-lgpio",
         r"^python3 -m venv --system-site-packages \S+/opt/palm-scanner/venv$",
-        rf"/venv/bin/python -m pip install .* {re.escape(str(ROOT))}\[pi\]$",
+        rf"/venv/bin/python -m pip install --quiet --upgrade --no-deps {re.escape(str(ROOT))}$",
+        r"/venv/bin/python -m device.deps --constraints \S+/apt-pins.txt$",
+        r"/venv/bin/python -m pip install --quiet --constraint \S+/apt-pins.txt ",
         r"palm-scanner.sysusers.conf \S+/usr/lib/sysusers.d/palm-scanner.conf$",
         r"palm-scanner.tmpfiles.conf \S+/usr/lib/tmpfiles.d/palm-scanner.conf$",
         r"^systemd-sysusers palm-scanner.conf$",
@@ -46,14 +49,32 @@ def test_the_plan_installs_everything_in_order(tmp_path: Path) -> None:
         r"--device-id lane-3$",
         r"^systemctl enable palm-firstboot.service$",
         r"palmd.service \S+/etc/systemd/system/palmd.service$",
-        r"^systemctl daemon-reload$",
         r"^systemctl enable palmd.service$",
-        r"dphys-swapfile",
+        r"/etc/rpi/swap.conf.d/90-palm-scanner.conf$",
+        r"^systemctl mask dphys-swapfile.service dev-zram0.swap systemd-zram-setup@zram0.service$",
     ]
     positions = [_index(steps, p) for p in order]
     assert positions == sorted(positions), steps
-    assert "8/8 swap off" in out
+    # Reloading needs a running systemd; a chroot or a container without one is told so.
+    reloads = "systemctl daemon-reload" in steps
+    assert reloads == Path("/run/systemd/system").is_dir(), out
+    assert reloads or "systemd is not running here" in out
+    assert "8/9 swap off" in out
+    # Never PyPI's RPi.GPIO (a source build), never the [pi] extra's resolution over apt's numpy.
+    assert not any("RPi.GPIO" in s or "[pi]" in s for s in steps)
+    assert "no /" in out and "config.txt: not a Raspberry Pi" in out
     assert list(tmp_path.iterdir()) == []  # a dry run does nothing
+
+
+def test_the_plan_sets_strict_gpiod_once(tmp_path: Path) -> None:
+    boot = tmp_path / "boot" / "firmware"
+    boot.mkdir(parents=True)
+    (boot / "config.txt").write_text("[all]\n")
+    steps, _ = _plan("--root", str(tmp_path))
+    assert f"append dtparam=strict_gpiod to {boot / 'config.txt'}" in steps
+    (boot / "config.txt").write_text("[all]\ndtparam=strict_gpiod\n")
+    steps, out = _plan("--root", str(tmp_path))
+    assert not any("strict_gpiod" in s for s in steps) and "strict_gpiod: kept" in out
 
 
 def test_a_second_run_keeps_the_config_and_the_key(tmp_path: Path) -> None:
@@ -75,7 +96,7 @@ def test_an_image_carries_no_key_and_masks_swap(tmp_path: Path) -> None:
     steps, out = _plan("--image", "--root", str(tmp_path))
     assert not any("keys init" in s for s in steps)
     assert "first boot" in out
-    assert "systemctl mask dphys-swapfile.service" in steps
+    assert any(s.startswith("systemctl mask dphys-swapfile.service dev-zram0.swap") for s in steps)
     assert "systemctl daemon-reload" not in steps  # no running systemd in an image's chroot
 
 
@@ -109,3 +130,37 @@ def test_first_boot_unit_verifies_and_makes_the_key_only_once(tmp_path: Path) ->
         ["systemd-analyze", "verify", "--man=no", str(local)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0 and "palm-firstboot" not in proc.stderr, proc.stderr
+
+
+def test_the_wheel_carries_every_file_the_package_reads(tmp_path: Path) -> None:
+    # An editable install reads the checkout; a scanner gets the wheel. The liveness model was
+    # missing from it, found by installing into a Debian root (scripts/prove_debian.sh).
+    import sys
+    import zipfile
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = tmp_path.glob("palm_scanner-*.whl")
+    inside = set(zipfile.ZipFile(wheel).namelist())
+    data = [
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "device").rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    ]
+    assert data, "the package has data files (the liveness model at least)"
+    assert [d for d in data if d not in inside] == []

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
-from gpiozero.pins.mock import MockFactory
+from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from device.clock import FakeClock
 from device.errors import LedError
 from device.hardware import patterns
-from device.hardware.ring import SETTLE_NS, GpioLedRing
+from device.hardware.ring import SETTLE_NS, GpioLedRing, force_dark, settle_ns
 
 PINS = (17, 27, 22, 23)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def ring(factory: MockFactory, clock: FakeClock, **kw: object) -> GpioLedRing:
@@ -50,7 +54,87 @@ def test_every_pattern_sets_the_pins(
     with ring(mock_factory, clock) as r:
         when = r.show(pattern)
         assert states(mock_factory) == expected
-        assert when == clock.monotonic_ns() + SETTLE_NS
+        # 2 kHz software PWM: the cycle under way ends first, and a late thread takes another.
+        assert when == clock.monotonic_ns() + SETTLE_NS + 1_000_000 == clock.monotonic_ns() + settle_ns(2000)
+
+
+def test_the_light_is_in_force_when_show_says_under_lgpio_s_pwm_timing(clock: FakeClock) -> None:
+    # The simulator's pins apply a PWM level at the end of the cycle under way, as lgpio does.
+    from device.sim.pins import SimPinFactory
+
+    factory = SimPinFactory(clock=clock)
+    for hz in (50.0, 2000.0, 10000.0):
+        clock.advance(0.1)  # the last ring's final cycle is over
+        with ring(factory, clock, pwm_frequency_hz=hz) as r:
+            for pattern, level in (("flood", 1.0), ("sector-1", 0.0), ("flood", 1.0)):
+                clock.advance(0.000_123)  # anywhere in a cycle
+                when = r.show(pattern)
+                lit = factory.timeline.mean_levels(PINS[0], np.array([when]), np.array([when + 3_000_000]))
+                assert lit[0] == level, (hz, pattern)
+    # The old margin (200 us) at 2 kHz: a frame exposed from then on still saw the old light.
+    clock.advance(0.1)
+    with ring(factory, clock, pwm_frequency_hz=2000.0) as r:
+        clock.advance(0.000_123)
+        r.show("flood")
+        old = clock.monotonic_ns() + SETTLE_NS
+        assert factory.timeline.mean_levels(PINS[0], np.array([old]), np.array([old + 3_000_000]))[0] < 1.0
+
+
+class LgpioPwmPin(MockPWMPin):  # type: ignore[misc]
+    """gpiozero's mock PWM pin with lgpio's frequency limit and error (lgGpio.c: LG_BAD_PWM_FREQ
+    for over 10 kHz; gpiozero's LGPIOPin._set_frequency lets lgpio.error through)."""
+
+    def _set_frequency(self, value: float | None) -> None:
+        import lgpio
+
+        if value is not None and not 0.1 <= value <= 10_000:
+            raise lgpio.error("bad PWM frequency")
+        super()._set_frequency(value)
+
+
+def test_lgpio_refusing_a_frequency_is_a_led_error(clock: FakeClock) -> None:
+    factory = MockFactory(pin_class=LgpioPwmPin)
+    with ring(factory, clock, pwm_frequency_hz=10_000.0) as r:
+        r.show("flood")
+    factory.reset()
+    with pytest.raises(
+        LedError, match=r"refused the LED ring at 20000 Hz PWM \('bad PWM frequency'\).*50 to 10000"
+    ):
+        ring(factory, clock, pwm_frequency_hz=20_000.0)
+    assert all(factory.pin(p).state == 0 for p in PINS)
+
+
+def test_force_dark_drives_pins_a_dead_daemon_left_lit(mock_factory: MockFactory) -> None:
+    # What a killed daemon leaves: outputs still driven high, owned by no one (raspberrypi/linux 6117).
+    for p in PINS:
+        pin = mock_factory.pin(p)
+        pin.function = "output"
+        pin.state = 1
+    force_dark(pins=PINS, pin_factory=mock_factory)
+    assert states(mock_factory) == [0, 0, 0, 0]
+    assert all(mock_factory.pin(p).function == "input" for p in PINS)  # released, as strict_gpiod would
+    for p in PINS:  # an active-low ring is dark when high
+        mock_factory.pin(p).function = "output"
+        mock_factory.pin(p).state = 0
+    force_dark(pins=PINS, pin_factory=mock_factory, active_high=False)
+    assert [mock_factory.pin(p).state for p in PINS] == [1, 1, 1, 1] or all(
+        mock_factory.pin(p).function == "input" for p in PINS
+    )
+
+
+def test_leds_off_without_a_pi_says_why_without_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text((ROOT / "config.example.toml").read_text())
+    proc = subprocess.run(
+        [sys.executable, "-m", "device", "leds-off", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "LG_WD": str(tmp_path)},
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("palm leds-off: no GPIO library works"), proc.stderr
 
 
 def test_pins_record_each_pattern_in_turn(mock_factory: MockFactory, clock: FakeClock) -> None:

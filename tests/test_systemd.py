@@ -88,6 +88,18 @@ def test_unit_keeps_what_the_scanner_needs_and_nothing_at_rest() -> None:
     assert "PYTHONDONTWRITEBYTECODE=1" in s["Environment"][0]
 
 
+def test_tmp_is_ram_and_lgpio_has_a_writable_directory() -> None:
+    s = _settings()
+    # PrivateTmp= would win over TemporaryFileSystem=/tmp (systemd namespace.c: MOUNT_PRIVATE_TMP
+    # sorts before MOUNT_TMPFS and the duplicate is dropped): /tmp would be on the SD card.
+    assert s.get("PrivateTmp", ["no"]) == ["no"]
+    assert "TMPDIR=/tmp" in s["Environment"][0]
+    # import lgpio makes its FIFO in $LG_WD (or the current directory, / and read-only under
+    # ProtectSystem=strict): both must be the runtime directory, which systemd makes first.
+    assert s["RuntimeDirectory"] == ["palm-scanner"] and s["WorkingDirectory"] == ["/run/palm-scanner"]
+    assert "LG_WD=/run/palm-scanner" in s["Environment"][0].split()
+
+
 def test_sysusers_and_tmpfiles_make_the_user_and_private_directories(tmp_path: Path) -> None:
     _tool("systemd-sysusers")
     for kind in ("sysusers", "tmpfiles"):

@@ -3,11 +3,16 @@
 The simulated ring is the real ring driver on gpiozero's own mock pins; the
 simulated camera reads back, from this timeline, what light each sector gave
 during every row's exposure (a PWM level counts as its duty cycle).
+
+A pin in PWM mode behaves as lgpio's software PWM does: a new level takes effect at the
+end of the cycle under way (``lgpio.h`` ``tx_pwm``: "replaced by the new settings at the end
+of the current cycle"; ``lgPthTx.c``), so light lags the call by up to a period.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from typing import Any
 
@@ -72,7 +77,12 @@ class SimLedPin(MockPWMPin):  # type: ignore[misc]
         changed: bool = super()._change_state(value)
         if changed:
             factory: SimPinFactory = self.factory
-            factory.timeline.record(self._bcm, factory.clock.monotonic_ns(), float(value))
+            at = factory.clock.monotonic_ns()
+            frequency = getattr(self, "_frequency", None)
+            if frequency:  # the end of the PWM cycle under way (cycles counted from time 0)
+                period = 1e9 / float(frequency)
+                at = round(math.ceil(at / period) * period)
+            factory.timeline.record(self._bcm, at, float(value))
         if len(self.states) > STATES_KEPT:
             del self.states[: -STATES_KEPT // 2]
         return changed
