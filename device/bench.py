@@ -17,7 +17,7 @@ import numpy as np
 from device.calibration.flatfield import FlatField
 from device.config import Config
 from device.evaluation import sim_flat_field
-from device.hardware import patterns
+from device.hardware import patterns, sensors
 from device.sim.scene import make_scene
 from device.sim.sheet import render_burst
 from device.vision import liveness as L
@@ -80,12 +80,13 @@ def run_bench(config: Config, *, runs: int = 50) -> dict[str, Any]:
         for name, v in stages.items()
         if v
     }
-    capture_ms = len(names) * 1000.0 / config.camera.frame_rate
+    rate = sensors.frame_rate(config.camera.frame_rate, config.camera.tuning_file)
+    capture_ms = len(names) * 1000.0 / rate
     burst = out["whole burst"]["median_ms"]
     return {
         "stages": out,
         "burst_median_ms": burst,
         "capture_ms": capture_ms,
         "burst_fraction_of_capture": burst / capture_ms,
-        "frame_rate": config.camera.frame_rate,
+        "frame_rate": rate,
     }

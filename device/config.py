@@ -123,6 +123,9 @@ class CameraConfig:
     gain_min: float = _key(1.0, doc="lowest analogue gain", lo=1.0, hi=16.0)
     gain_max: float = _key(8.0, doc="highest analogue gain", lo=1.0, hi=16.0)
     buffer_count: int = _key(4, doc="camera buffers (few, so no stale frame waits)", lo=2, hi=8)
+    focus_distance_mm: float = _key(
+        125.0, doc="where a lens with a focus motor (Camera Module 3) is focused", lo=30, hi=1000
+    )
 
     def __post_init__(self) -> None:
         if self.exposure_min_us > self.exposure_max_us:
@@ -153,7 +156,7 @@ class LedsConfig:
         (17, 27, 22, 23), doc="one BCM pin per ring sector", lo=2, hi=27, length=(3, 8)
     )
     pwm_frequency_hz: float = _key(
-        2000.0, doc="PWM frequency for dimming; 0 switches on/off only", lo=0, hi=20000
+        2000.0, doc="PWM frequency for dimming; 0 switches on/off only", lo=0, hi=10000
     )
     idle_level: float = _key(0.15, doc="ring brightness while watching for a hand", lo=0, hi=0.25)
     max_on_s: float = _key(2.0, doc="longest the ring may stay lit at once", lo=0.05, hi=10)
@@ -172,7 +175,7 @@ class LedsConfig:
         if 0 < self.pwm_frequency_hz < 50:
             raise ConfigError(
                 f"[leds] pwm_frequency_hz = {self.pwm_frequency_hz:g} is not valid: "
-                "use 0 (no dimming) or 50 to 20000"
+                "use 0 (no dimming) or 50 to 10000 (lgpio's software PWM stops at 10 kHz)"
             )
 
 

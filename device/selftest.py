@@ -140,7 +140,7 @@ def _hardware(probes: Probes, config: Config, report: Callable[[str, bool | None
 
     try:
         with probes.open_scanner(config) as scanner:
-            once("camera", True, _camera(scanner.camera))
+            once("camera", *_camera(scanner.camera))
             once(*_leds(scanner, len(config.leds.sector_pins)))
             once("indicator", *_indicator(scanner.indicator, probes.settle))
     except CameraError as e:
@@ -154,14 +154,25 @@ def _hardware(probes: Probes, config: Config, report: Callable[[str, bool | None
         report(name, *found.get(name, (None, "not checked: needs the camera and the GPIO")))
 
 
-def _camera(camera: Camera) -> str:
+#: how far the frames' own pace may stray from the rate the camera said it runs at
+FPS_TOLERANCE = 0.15
+
+
+def _camera(camera: Camera) -> tuple[bool, str]:
+    """Frames arrive, at the rate the camera said at start (sensor, mode, tuning, library)."""
     stamps = []
     for _ in range(10):
         frame = camera.preview()
         stamps.append(frame.timestamp_ns)
         frame.wipe()
     period = float(np.median(np.diff(stamps))) / 1e9
-    return f"10 presence frames, {1 / period:.1f} frames per second" if period > 0 else "10 presence frames"
+    measured = 1 / period if period > 0 else 0.0
+    said = camera.describe()
+    report = getattr(camera, "report", None)
+    promised = getattr(report, "fps", None)
+    if promised and abs(measured - promised) > FPS_TOLERANCE * promised:
+        return False, f"frames arrive at {measured:.1f} fps, but the camera runs at {promised:.2f}: {said}"
+    return True, f"10 presence frames at {measured:.1f} fps; {said}"
 
 
 def _mean_under(scanner: Scanner, pattern: str | None) -> float:
@@ -176,7 +187,7 @@ def _mean_under(scanner: Scanner, pattern: str | None) -> float:
 
 def _leds(scanner: Scanner, n_sectors: int) -> tuple[str, bool, str]:
     scanner.camera.set_manual(exposure_us=LED_EXPOSURE_US, gain=LED_GAIN)
-    for _ in range(10):  # the sensor takes the new settings a few frames later
+    for _ in range(scanner.camera.settle_frames + 2):  # behind the queued requests and the sensor
         frame = scanner.camera.preview()
         frame.wipe()
         if frame.exposure_us == LED_EXPOSURE_US and frame.gain == LED_GAIN:

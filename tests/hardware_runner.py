@@ -14,7 +14,6 @@ import time
 import urllib.request
 from typing import Any
 
-import numpy as np
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from device.clock import FakeClock
@@ -33,8 +32,8 @@ def main(config_path: str) -> int:
     class Camera(FakePicamera2):
         clock_for_next = clock
 
-        def luma(self, k: int, name: str, w: int, h: int) -> np.ndarray:
-            return np.full((h, w), 30, np.uint8)  # an empty, dim shop
+        def output(self, k: int) -> float:
+            return 30.0  # an empty, dim shop
 
     factory = MockFactory(pin_class=MockPWMPin)
     seen: dict[str, Any] = {}

@@ -53,7 +53,7 @@ def test_every_key_is_in_the_example_with_a_comment_above_it() -> None:
         ("leds", "max_on_s", 60, r"\[leds\] max_on_s = 60 is out of range: valid is 0.05 to 10"),
         ("leds", "max_on_s", "2", r"\[leds\] max_on_s = '2' is not valid: expected a number"),
         ("leds", "pin_factory", "pigpio", r"pin_factory = 'pigpio'.*auto, lgpio, rpigpio"),
-        ("leds", "pwm_frequency_hz", 10, r"pwm_frequency_hz = 10 is not valid: use 0 .* or 50 to 20000"),
+        ("leds", "pwm_frequency_hz", 10, r"pwm_frequency_hz = 10 is not valid: use 0 .* or 50 to 10000"),
         ("leds", "active_high", 1, r"active_high = 1 is not valid: expected true or false"),
         ("camera", "frame_rate", True, r"frame_rate = True is not valid: expected a number"),
         ("camera", "main_size", [640], r"main_size = \[640\].*exactly 2 entries"),

@@ -180,7 +180,7 @@ def test_a_frame_exposed_across_a_switch_is_a_row_by_row_blend(config: Config) -
     clock = FakeClock()
     with SimulatedScanner(config=config, scenes=fixed(card, clock.monotonic_ns()), clock=clock) as s:
         s.camera.set_manual(exposure_us=8000, gain=2.0)
-        for _ in range(3):
+        for _ in range(s.camera.settle_frames + 1):  # behind the queued requests and the sensor delay
             s.camera.capture()
         s.ring.show("ambient")
         s.camera.capture()

@@ -30,7 +30,7 @@ import numpy as np
 from device.calibration import calfile as cf
 from device.capture import MOTION_SAFE_US, TARGET_P50
 from device.config import Config
-from device.hardware import patterns
+from device.hardware import patterns, sensors
 from device.hardware.camera import Camera, capture_burst
 from device.hardware.ring import LedRing
 
@@ -381,7 +381,8 @@ def exposure(flat_part: cf.Flat, config: Config) -> Outcome:
     exp = int(min(max(want / cam.gain_min, cam.exposure_min_us), MOTION_SAFE_US, cam.exposure_max_us))
     gain = round(float(min(max(want / exp, cam.gain_min), cam.gain_max)), 3)
     n_lit = len(config.leds.sector_pins) + 1  # flood and each sector
-    frame_ms = 1000.0 / cam.frame_rate
+    # The rate the camera runs at: its full-field mode may be slower than asked.
+    frame_ms = 1000.0 / sensors.frame_rate(cam.frame_rate, cam.tuning_file)
     ring_on_ms = round(n_lit * frame_ms + exp / 1000.0, 1)
     part = cf.Exposure(exposure_us=exp, gain=gain, ring_on_ms=ring_on_ms)
     lines = [
@@ -401,7 +402,8 @@ def exposure(flat_part: cf.Flat, config: Config) -> Outcome:
         ok = False
         lines.append(
             f"FAIL: a burst keeps the ring lit {ring_on_ms:.0f} ms, over the eye-safety limit of "
-            f"{config.leds.max_on_s * 1000:.0f} ms ([leds] max_on_s): raise [camera] frame_rate"
+            f"{config.leds.max_on_s * 1000:.0f} ms ([leds] max_on_s): raise [camera] frame_rate, "
+            "or use a sensor whose full-field mode is faster"
         )
     return Outcome("exposure", ok, lines, part)
 

@@ -71,6 +71,7 @@ def run_on_hardware(config: Config, opts: Options) -> Summary:
     )
     status = None
     with open_scanner(config) as scanner:
+        log.info("camera: %s", scanner.camera.describe())
         clock: Clock = scanner.clock
         sealer = Sealer(
             device_id=config.device.id,

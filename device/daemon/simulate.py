@@ -120,6 +120,7 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
         log.info("calibrated the simulated scanner: %s", cal.id)
         model = default_model()
         with SimulatedScanner(config=config, scenes=scenario, clock=clock) as scanner:
+            log.info("camera: %s", scanner.camera.describe())
             make_loop = loop_maker(
                 scanner=scanner,
                 clock=clock,

@@ -67,6 +67,13 @@ class Camera(Protocol):
     @property
     def main_size(self) -> tuple[int, int]: ...
 
+    @property
+    def settle_frames(self) -> int:
+        """Frames after :meth:`set_manual` until one can show the new exposure and gain."""
+
+    def describe(self) -> str:
+        """What the camera is and how it runs (sensor, mode, frame rate, tuning), for people."""
+
     def start(self) -> None: ...
 
     def set_manual(self, *, exposure_us: int, gain: float) -> None:
@@ -95,7 +102,7 @@ def capture_burst(
     patterns: Sequence[str],
     exposure_us: int,
     gain: float,
-    max_tries: int = 8,
+    max_tries: int | None = None,
     stream: str = "main",
 ) -> list[Frame]:
     """For each pattern: switch it on, then take the first frame exposed entirely under it.
@@ -104,13 +111,15 @@ def capture_burst(
     the previous pattern) and it reports the requested exposure and gain (so a
     control change still in the sensor's pipeline is not mistaken for the new
     one). The ring stays on the pattern until its frame has arrived, so every
-    row's exposure ends under it too.
+    row's exposure ends under it too. ``max_tries``: frames to wait for each, by default the
+    camera's settle time and two more.
     """
+    tries = camera.settle_frames + 2 if max_tries is None else max_tries
     camera.set_manual(exposure_us=exposure_us, gain=gain)
     frames: list[Frame] = []
     try:
         for pattern in patterns:
-            frames.append(_frame_under(camera, ring, pattern, exposure_us, gain, max_tries, stream))
+            frames.append(_frame_under(camera, ring, pattern, exposure_us, gain, tries, stream))
     except BaseException:
         for f in frames:
             f.wipe()

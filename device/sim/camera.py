@@ -3,8 +3,12 @@
 Frames follow a fixed grid of readout times. Row r of frame k is exposed from
 ``readout_k + r * line - exposure`` to ``readout_k + r * line``; the light of
 each sector during that window is read back from the mock pins' timeline, so a
-frame exposed across an LED switch is a real blend, row by row. Controls take
-effect two frames after they are set, as on a real sensor.
+frame exposed across an LED switch is a real blend, row by row.
+
+The camera stack as a Pi runs it (device.hardware.sensors): the frame rate is the sensor's
+full-field mode's when that is slower than asked; a new exposure and gain show in a frame only
+behind the requests already queued and the sensor's delay (``settle_frames``); the ISP's
+denoise is off, as the adapter sets it, unless a fault leaves the Pi 5's temporal denoise on.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 from device.clock import Clock
 from device.config import CameraConfig
 from device.errors import CameraError
+from device.hardware import sensors
 from device.hardware.camera import Frame
 from device.sim import optics as op
 from device.sim import render
@@ -27,7 +32,8 @@ from device.sim.optics import Optics
 from device.sim.pins import LedTimeline
 from device.sim.scene import Scene, SceneSource
 
-CONTROL_LATENCY_FRAMES = 2
+#: the share of the previous output the Pi 5's temporal denoise keeps (tests/fake_picamera2.py)
+TDN_KEEP = 0.5
 
 
 @dataclass
@@ -38,6 +44,9 @@ class SimFaults:
     sector_gain: dict[int, float] = field(default_factory=dict)  # sector -> 0 (dead) .. 1
     focus_shift_mm: float = 0.0  # the lens turned off its focus
     smudge: float = 0.0  # 0 clean .. 1 a greasy window
+    #: the Pi 5's temporal denoise left on (picamera2's video default, NoiseReductionMode Fast):
+    #: each frame blended with the one before
+    temporal_denoise: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,8 @@ class SimCamera:
         self._controls: list[tuple[int, int, float]] = [(0, config.exposure_min_us, config.gain_min)]
         self._sensor: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._renderers: dict[int, SceneRenderer] = {}
+        self._sensor_model = sensors.sensor_for(config.tuning_file)
+        self._previous: dict[str, tuple[int, np.ndarray]] = {}  # the temporal denoise's memory
         self.frames_rendered = 0
 
     @property
@@ -85,6 +96,18 @@ class SimCamera:
     @property
     def optics(self) -> Optics:
         return self._optics
+
+    @property
+    def settle_frames(self) -> int:
+        return sensors.control_latency_frames(self._sensor_model, self._config.buffer_count)
+
+    def describe(self) -> str:
+        o = self._optics
+        return (
+            f"simulated {self._sensor_model.model}, {o.width}x{o.height} "
+            f"at {1e9 / o.frame_period_ns:.2f} fps "
+            f"(a new exposure shows {self.settle_frames} frames later), tuning {self._config.tuning_file}"
+        )
 
     def start(self) -> None:
         self._check_alive()
@@ -96,7 +119,9 @@ class SimCamera:
         cfg = self._config
         exposure_us = int(min(max(exposure_us, cfg.exposure_min_us), cfg.exposure_max_us))
         gain = float(min(max(gain, cfg.gain_min), cfg.gain_max))
-        k = self._frame_after(self._clock.monotonic_ns()) + CONTROL_LATENCY_FRAMES
+        # Behind the requests already queued, then the sensor's delay (the larger of exposure's
+        # and gain's: both change together here).
+        k = self._frame_after(self._clock.monotonic_ns()) - 1 + self.settle_frames
         self._controls = [*[c for c in self._controls if c[0] < k][-4:], (k, exposure_us, gain)]
 
     def capture(self, *, not_before_ns: int | None = None) -> Frame:
@@ -107,6 +132,7 @@ class SimCamera:
 
     def close(self) -> None:
         self._origin = None
+        self._previous.clear()
 
     def __enter__(self) -> SimCamera:
         self.start()
@@ -159,7 +185,28 @@ class SimCamera:
             self._clock.sleep((done - now) / 1e9)
         self._next_k = k + 1
         pixels = self._render(optics, k, start, exp_us, gain)
+        if self.faults.temporal_denoise:
+            pixels = self._blend_with_previous(stream, k, pixels)
         return Frame(pixels=pixels, timestamp_ns=start, exposure_us=exp_us, gain=gain, stream=stream)
+
+    def _blend_with_previous(self, stream: str, k: int, pixels: np.ndarray) -> np.ndarray:
+        """Temporal denoise: the ISP's output keeps TDN_KEEP of the frame before (each frame in
+        the stream is processed, handed out or not: the frames between are rendered too)."""
+        last = self._previous.get(stream)
+        optics = self._optics if stream == "main" else self._lores
+        if last is not None and last[0] < k:
+            # Frames nobody asked for pass the ISP too; three back is as far as the blend remembers
+            # (0.5 ** 4 of a frame is under one grey level).
+            first = max(last[0] + 1, k - 3)
+            out: np.ndarray | None = last[1] if first == last[0] + 1 else None
+            for j in range(first, k):
+                exp_us, gain = self._controls_for(j)
+                between = self._render(optics, j, self._readout(j) - exp_us * 1000, exp_us, gain)
+                out = between if out is None else cv2.addWeighted(out, TDN_KEEP, between, 1 - TDN_KEEP, 0)
+            if out is not None:
+                pixels = cv2.addWeighted(out, TDN_KEEP, pixels, 1 - TDN_KEEP, 0)
+        self._previous[stream] = (k, pixels.copy())
+        return pixels
 
     # -- physics -------------------------------------------------------------------------------
 
@@ -211,7 +258,7 @@ class SimCamera:
         electrons += noise * np.sqrt(np.maximum(electrons, 0) + op.READ_NOISE_E**2)
         dn = electrons * (gain / e_per_dn) + op.BLACK_LEVEL_DN
         # The ISP's spatial denoise (on by default in the Pi's tuning files) smooths the grain.
-        dn = cv2.GaussianBlur(dn, (0, 0), op.ISP_DENOISE_PX, borderType=cv2.BORDER_REFLECT)
+        dn = cv2.GaussianBlur(dn, (0, 0), op.ISP_SOFTEN_PX, borderType=cv2.BORDER_REFLECT)
         return np.clip(np.rint(dn), 0, 255).astype(np.uint8)
 
 

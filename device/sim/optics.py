@@ -13,6 +13,7 @@ from functools import cached_property
 import numpy as np
 
 from device.config import CameraConfig, LedsConfig, SimConfig
+from device.hardware import sensors
 
 #: radiant intensity of one sector on its axis (arbitrary radiometric units)
 LED_INTENSITY = 10_000.0
@@ -29,8 +30,11 @@ READ_NOISE_E = 2.5
 BLACK_LEVEL_DN = 2.0
 #: photo-response non-uniformity (per-pixel gain spread) and hot-pixel share
 PRNU = 0.008
-#: the ISP's spatial denoise, as a Gaussian sigma in pixels
-ISP_DENOISE_PX = 0.7
+#: the ISP's softening, as a Gaussian sigma in pixels: demosaicing and the downscale from the
+#: full-field mode (1640x1232 on the IMX219) to the 640x480 stream. No denoise of its own: the
+#: adapter sets NoiseReductionMode Off (device.hardware.picamera), which on the Pi 4 and the Pi 5
+#: turns off spatial and temporal denoise alike
+ISP_SOFTEN_PX = 0.7
 HOT_PIXEL_FRACTION = 2e-5
 
 
@@ -50,7 +54,8 @@ class Optics:
     @classmethod
     def from_config(cls, camera: CameraConfig, sim: SimConfig, leds: LedsConfig) -> Optics:
         w, h = camera.main_size
-        period = round(1e9 / camera.frame_rate)
+        # The camera's full-field mode sets the pace, as on the Pi (device.hardware.sensors).
+        period = round(1e9 / sensors.frame_rate(camera.frame_rate, camera.tuning_file))
         # A rolling shutter reads the rows out over most of the frame period.
         line = int(period * 0.8 / h) if sim.rolling_shutter else 0
         return cls(
