@@ -324,3 +324,27 @@ def test_a_scenario_is_a_timed_sequence_of_presentations(config: Config) -> None
     # The same seed, the same shoppers.
     again = shoppers(5, 3, kinds=("genuine", "screen", "genuine"))
     assert [(e.start_s, e.dwell_s) for e in again] == [(e.start_s, e.dwell_s) for e in events]
+
+
+def test_the_pi_5_s_temporal_denoise_would_carry_light_into_the_next_pattern(config: Config) -> None:
+    # Why the adapter sets NoiseReductionMode Off: left on (picamera2's video default), the Pi 5
+    # blends each frame with the one before, and the frame after a flood is never dark.
+    card = make_scene("card", 1, condition="dark")
+
+    def burst(faults: SimFaults) -> list[Frame]:
+        clock = FakeClock()
+        with SimulatedScanner(
+            config=config, scenes=fixed(card, clock.monotonic_ns()), clock=clock, faults=faults
+        ) as s:
+            return capture_burst(
+                camera=s.camera, ring=s.ring, patterns=["flood", "ambient"], exposure_us=4000, gain=2.0
+            )
+
+    clean = burst(SimFaults())
+    blended = burst(SimFaults(temporal_denoise=True))
+    lit = float(clean[0].pixels.mean()) - float(clean[1].pixels.mean())
+    assert lit > 40  # the card under the flood, against the dark
+    leak = float(blended[1].pixels.mean()) - float(clean[1].pixels.mean())
+    # The ambient frame comes a few frames after the flood's; each keeps half of the one before.
+    assert leak > 0.05 * lit  # the "dark" frame still holds a share of the flood
+    assert abs(float(blended[0].pixels.mean()) - float(clean[0].pixels.mean())) < 0.6 * lit
