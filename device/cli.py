@@ -473,7 +473,7 @@ def cmd_leds_off(args: argparse.Namespace) -> int:
         factory.close()
     pins = ", ".join(map(str, config.leds.sector_pins))
     level = "low" if config.leds.active_high else "high"
-    print(f"LED ring dark: BCM pins {pins} driven {level} and released")
+    print(f"LED ring dark: BCM pins {pins} driven {level}, then released (the gate pull-downs hold it)")
     return 0
 
 

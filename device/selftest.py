@@ -23,7 +23,7 @@ from device.clock import MonotonicClock
 from device.config import Config
 from device.errors import CameraError, ConfigError, KeyFileError, LedError
 from device.hardware import patterns
-from device.hardware.camera import Camera
+from device.hardware.camera import Camera, settled
 from device.hardware.indicator import Indicator
 from device.hardware.ring import LedRing
 
@@ -190,7 +190,7 @@ def _leds(scanner: Scanner, n_sectors: int) -> tuple[str, bool, str]:
     for _ in range(scanner.camera.settle_frames + 2):  # behind the queued requests and the sensor
         frame = scanner.camera.preview()
         frame.wipe()
-        if frame.exposure_us == LED_EXPOSURE_US and frame.gain == LED_GAIN:
+        if settled(frame, LED_EXPOSURE_US, LED_GAIN):  # the sensor rounds to whole lines
             break
     else:
         raise CameraError(f"the camera did not take exposure {LED_EXPOSURE_US} us, gain {LED_GAIN}")

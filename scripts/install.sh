@@ -120,6 +120,13 @@ step "3/9 the package in a virtual environment that uses apt's numpy, OpenCV and
 VENV="$PREFIX/venv"
 if [[ -x "$VENV/bin/python" ]]; then
     note "$VENV exists: kept"
+    # An older install put PyPI's numpy, OpenCV and RPi.GPIO in the venv, over apt's.
+    shadows=("$VENV"/lib/python3*/site-packages/{numpy,opencv_python_headless,RPi.GPIO}-*.dist-info)
+    for dist in "${shadows[@]}"; do
+        [[ -e "$dist" ]] || continue
+        name="$(basename "$dist")"
+        run "$VENV/bin/python" -m pip uninstall --quiet --yes "${name%%-*}"
+    done
 else
     run python3 -m venv --system-site-packages "$VENV"
 fi
@@ -132,7 +139,10 @@ if ((DRY)); then
     run "$VENV/bin/python" -m pip install --quiet --constraint "$CONSTRAINTS" "<what device.deps printed>"
 else
     printf '+ %s\n' "$VENV/bin/python -m device.deps --constraints $CONSTRAINTS"
-    mapfile -t missing < <("$VENV/bin/python" -m device.deps --constraints "$CONSTRAINTS")
+    # Not a process substitution: set -e must see device.deps fail.
+    wanted="$("$VENV/bin/python" -m device.deps --constraints "$CONSTRAINTS")"
+    missing=()
+    [[ -z "$wanted" ]] || mapfile -t missing <<<"$wanted"
     if ((${#missing[@]})); then
         run "$VENV/bin/python" -m pip install --quiet --constraint "$CONSTRAINTS" "${missing[@]}"
         note "(pip may say opencv-python-headless is not installed: apt's python3-opencv is the cv2 used)"
@@ -207,7 +217,8 @@ if [[ -f "$BOOT_CONFIG" ]] && grep -qx 'dtparam=strict_gpiod' "$BOOT_CONFIG"; th
 elif [[ -f "$BOOT_CONFIG" ]]; then
     printf '+ %s\n' "append dtparam=strict_gpiod to $BOOT_CONFIG"
     if ((!DRY)); then
-        printf '\n# palm-scanner: released GPIO lines go back to inputs\ndtparam=strict_gpiod\n' >>"$BOOT_CONFIG"
+        # [all]: the file may end inside a conditional section ([cm5], [pi4]...).
+        printf '\n[all]\n# palm-scanner: released GPIO lines go back to inputs\ndtparam=strict_gpiod\n' >>"$BOOT_CONFIG"
     fi
     note "takes effect at the next boot"
 else

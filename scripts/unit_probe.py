@@ -58,6 +58,19 @@ def probe(report: pathlib.Path) -> None:
     r["first"] = first
     pid = first.get("MainPID", "0")
     r["tmp_mount"] = _mount(pid, "/tmp")
+    r["root_mount"] = _mount(pid, "/")
+    # The sandbox as the kernel sees the process: seccomp filter, no new privileges, no capabilities.
+    try:
+        status = dict(
+            line.split(":\t", 1)
+            for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
+            if ":\t" in line
+        )
+        r["proc_status"] = {
+            k: status.get(k, "").strip() for k in ("Seccomp", "NoNewPrivs", "CapEff", "CapBnd")
+        }
+    except OSError as e:
+        r["proc_status"] = {"error": str(e)}
     try:
         r["tmp_files"] = sorted(p.name for p in pathlib.Path(f"/proc/{pid}/root/tmp").iterdir())
     except OSError as e:
@@ -104,6 +117,12 @@ def probe(report: pathlib.Path) -> None:
     report.write_text(json.dumps(r, indent=2, sort_keys=True))
 
 
+def _options(mount: str) -> list[str]:
+    """The per-mount options of a _mount() line ("fstype options super-options")."""
+    parts = mount.split()
+    return parts[1].split(",") if len(parts) > 1 else []
+
+
 def check(report: pathlib.Path) -> int:
     r = json.loads(report.read_text())
     print(json.dumps(r, indent=2, sort_keys=True))
@@ -138,8 +157,15 @@ def check(report: pathlib.Path) -> int:
             "a clean stop (SIGTERM answered, exit 0)",
             stopped.get("Result") == "success" and stopped.get("ExecMainStatus") == "0" and r["stop_s"] < 15,
         ),
+        ("the root is read-only to it (ProtectSystem=strict)", "ro" in _options(r["root_mount"])),
         (
-            "no file written outside the runtime directory",
+            "seccomp filter on, no new privileges, no capabilities",
+            r["proc_status"].get("Seccomp") == "2"
+            and r["proc_status"].get("NoNewPrivs") == "1"
+            and set(r["proc_status"].get("CapEff", "x")) == {"0"},
+        ),
+        (
+            "no file on the root file system written by the service outside its runtime directory",
             all(p.startswith(RUNTIME + "/") for p in r["palm_wrote"]),
         ),
     ]

@@ -82,6 +82,9 @@ class FakePicamera2:
     model = "imx219"  # the sensor's name as libcamera reports it (Model)
     platform = "pisp"  # "pisp": a Pi 5; "vc4": a Pi 4
     version = "0.3.33"  # what importlib.metadata would say of the installed picamera2
+    mono = False  # a mono sensor (imx296_mono) offers no colour controls
+    #: a line's time at the full-field mode: exposure comes back in whole lines (the sensor's)
+    line_us = 18.9
     clock_for_next: FakeClock = FakeClock()
 
     @classmethod
@@ -123,7 +126,19 @@ class FakePicamera2:
 
     @property
     def camera_properties(self) -> dict[str, Any]:
-        return {"Model": self.model, "PixelArraySize": self.sensor.array}
+        # The whole array is larger than the active area that crop_limits are measured on.
+        w, h = self.sensor.array
+        return {
+            "Model": self.model,
+            "PixelArraySize": (w + 16, h + 16),
+            "PixelArrayActiveAreas": [(8, 8, w, h)],
+        }
+
+    def _check_controls(self, controls: dict[str, Any]) -> None:
+        # picamera2 controls.py __setattr__: "Control X is not advertised by libcamera".
+        for name in controls:
+            if name not in self.camera_controls:
+                raise RuntimeError(f"Control {name} is not advertised by libcamera")
 
     @property
     def camera_controls(self) -> dict[str, tuple[Any, Any, Any]]:
@@ -132,7 +147,10 @@ class FakePicamera2:
             "AnalogueGain": (1.0, 16.0, 1.0),
             "NoiseReductionMode": (0, 4, 0),
             "FrameDurationLimits": (8000, 10_000_000, 33333),
+            "AeEnable": (False, True, True),
         }
+        if not self.mono:  # colour controls only for a colour sensor (ipa_base.cpp ipaColourControls)
+            controls["AwbEnable"] = (False, True, True)
         if self.sensor.has_lens_control:
             controls.update({"LensPosition": (0.0, 15.0, 1.0), "AfMode": (0, 2, 0)})
         return controls
@@ -199,6 +217,7 @@ class FakePicamera2:
 
     def configure(self, config: dict[str, Any]) -> None:
         assert not self.started
+        self._check_controls(config["controls"])
         self.config = config
         self.mode = self._mode_for(config)
         lo = round(1e6 / self.mode.fps)
@@ -224,6 +243,7 @@ class FakePicamera2:
         self.stale_jobs = 0
 
     def set_controls(self, controls: dict[str, Any]) -> None:
+        self._check_controls(controls)
         self.pending.update(controls)
 
     # -- the frame stream -------------------------------------------------------------------
@@ -251,7 +271,9 @@ class FakePicamera2:
             if first <= k:
                 state[name] = value
         self.state = state
-        return int(state["ExposureTime"]), float(state["AnalogueGain"])
+        # The sensor exposes whole lines, and libcamera reports what it used.
+        lines = max(1, int(int(state["ExposureTime"]) / self.line_us))
+        return round(lines * self.line_us), float(state["AnalogueGain"])
 
     def luma(self, k: int, w: int, h: int) -> np.ndarray:
         return np.full((h, w), round(self.output(k)), np.uint8)

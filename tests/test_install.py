@@ -90,6 +90,21 @@ def test_a_second_run_keeps_the_config_and_the_key(tmp_path: Path) -> None:
     assert not any("config.example.toml" in s or "keys init" in s or " -m venv " in s for s in steps)
     assert out.count(": kept") == 3
     assert any("pip install" in s for s in steps)  # the package itself is brought up to date
+    assert not any("pip uninstall" in s for s in steps)
+
+
+def test_an_older_venv_loses_pypis_numpy_opencv_and_rpi_gpio(tmp_path: Path) -> None:
+    # The install before #13 put them in the venv, where they shadow apt's (numpy 2 breaks picamera2).
+    venv = tmp_path / "opt" / "palm-scanner" / "venv"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    for dist in ("numpy-2.4.6", "opencv_python_headless-5.1.0.95", "RPi.GPIO-0.7.1", "requests-2.34.2"):
+        (site / f"{dist}.dist-info").mkdir(parents=True)
+    (venv / "bin").mkdir()
+    (venv / "bin" / "python").write_text("")
+    (venv / "bin" / "python").chmod(0o755)
+    steps, _ = _plan("--root", str(tmp_path))
+    gone = sorted(s.rsplit(" ", 1)[1] for s in steps if "pip uninstall" in s)
+    assert gone == ["RPi.GPIO", "numpy", "opencv_python_headless"]
 
 
 def test_an_image_carries_no_key_and_masks_swap(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from device.clock import FakeClock
 from device.config import CameraConfig, Config
 from device.errors import CameraError
 from device.hardware import sensors as S
-from device.hardware.camera import capture_burst
+from device.hardware.camera import capture_burst, settled
 from device.hardware.picamera import PiCamera
 from tests.fake_picamera2 import FakePicamera2
 
@@ -154,14 +154,14 @@ def test_a_new_exposure_shows_behind_the_queued_requests_and_the_sensor_delay(
         assert cam.settle_frames == buffers + 2  # IMX219: exposure 2 frames, gain 1
         cam.capture()
         cam.set_manual(exposure_us=3000, gain=2.0)
-        seen = [(fr.exposure_us, fr.gain) for fr in (cam.capture() for _ in range(cam.settle_frames + 1))]
-        assert seen[-1] == (3000, 2.0)
-        assert seen.index((3000, 2.0)) >= buffers  # never within the frames already queued
+        seen = [settled(fr, 3000, 2.0) for fr in (cam.capture() for _ in range(cam.settle_frames + 1))]
+        assert seen[-1]
+        assert seen.index(True) >= buffers  # never within the frames already queued
         # A burst waits long enough at any buffer count (8 buffers: 10 frames, over the old 8 tries).
         frames = capture_burst(
             camera=cam, ring=_instant(clock), patterns=["flood"], exposure_us=5000, gain=3.0
         )
-        assert (frames[0].exposure_us, frames[0].gain) == (5000, 3.0)
+        assert settled(frames[0], 5000, 3.0) and frames[0].exposure_us != 5000  # whole lines
 
 
 def _instant(clock: FakeClock) -> object:
@@ -191,7 +191,7 @@ def test_burst_waits_for_controls_to_settle_and_for_each_switch(
     assert [f.leds for f in frames] == ["ambient", "flood", "sector-0"]
     for frame, (_, at) in zip(frames, switches, strict=True):
         assert frame.timestamp_ns >= at
-        assert (frame.exposure_us, frame.gain) == (3000, 2.0)
+        assert settled(frame, 3000, 2.0)
 
 
 def test_exposure_and_gain_are_clamped_to_the_config(config: Config, backend: type[FakePicamera2]) -> None:
@@ -227,6 +227,28 @@ def test_picamera2_errors_on_stop_are_camera_errors(config: Config, backend: typ
     with pytest.raises(CameraError, match="did not stop cleanly: Failed to stop camera"):
         cam.close()
     cam.close()  # safe twice
+
+
+def test_a_mono_sensor_is_not_asked_for_colour_controls(config: Config, backend: type[FakePicamera2]) -> None:
+    # picamera2 refuses a control libcamera does not advertise; a mono IMX296 has no AWB.
+    backend.model, backend.mono = "imx296", True
+    cfg = dataclasses.replace(config.camera, tuning_file="imx296_mono.json")
+    with camera(cfg, backend) as cam:
+        assert "AwbEnable" not in fake(backend).config["controls"]
+        assert cam.capture().pixels.shape == (480, 640)
+
+
+def test_of_a_size_in_two_formats_the_deeper_is_taken(config: Config, backend: type[FakePicamera2]) -> None:
+    class Both(backend):  # type: ignore[valid-type,misc]
+        @property
+        def sensor_modes(self) -> list[dict[str, object]]:
+            modes = super().sensor_modes
+            eight = [dict(m, bit_depth=8, format="SRGGB8", fps=m["fps"] * 2) for m in modes]
+            return eight + modes  # listed first and faster, as an 8-bit format may be
+
+    with camera(config.camera, Both) as cam:
+        assert fake(backend).config["sensor"] == {"output_size": (1640, 1232), "bit_depth": 10}
+        assert cam.report is not None and cam.report.fps == pytest.approx(41.85, abs=0.01)
 
 
 def test_camera_module_3_is_focused_for_the_palm(config: Config, backend: type[FakePicamera2]) -> None:

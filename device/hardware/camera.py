@@ -152,6 +152,11 @@ def _frame_under(
     )
 
 
+def settled(frame: Frame, exposure_us: int, gain: float) -> bool:
+    """Whether a frame reports the asked exposure and gain, as far as the sensor can give them."""
+    return _settled(frame, exposure_us, gain)
+
+
 def _settled(frame: Frame, exposure_us: int, gain: float) -> bool:
     # Sensors quantise exposure to whole lines and gain to register steps.
     return abs(frame.exposure_us - exposure_us) <= max(20, exposure_us * 0.02) and abs(

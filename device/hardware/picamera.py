@@ -158,7 +158,10 @@ class PiCamera:
 
     def _configure(self, cam: Any, sensor: S.Sensor, model: str, version: str) -> CameraReport:
         cfg = self._config
-        array = tuple(cam.camera_properties["PixelArraySize"])
+        props = cam.camera_properties
+        # crop_limits are measured on the active area, which is smaller than the whole array.
+        active = props.get("PixelArrayActiveAreas") or [(0, 0, *props["PixelArraySize"])]
+        array = tuple(active[0][2:4])
         # A sensor that is not raw is listed by its format alone (picamera2.py sensor_modes).
         modes = [m for m in cam.sensor_modes if "crop_limits" in m and "fps" in m]
 
@@ -169,7 +172,8 @@ class PiCamera:
         wide = [m for m in modes if full(m)]
         if not wide:
             raise CameraError(f"camera {model} offers no mode that sees its whole field")
-        mode = max(wide, key=lambda m: (m["fps"], -m["size"][0]))
+        # Each size is listed once per raw format: the deepest bits first (the table's 10), then speed.
+        mode = max(wide, key=lambda m: (m.get("bit_depth", 0), m["fps"], -m["size"][0]))
         fps = min(cfg.frame_rate, float(mode["fps"]))
         if fps < S.MIN_FRAME_RATE:
             raise CameraError(
@@ -190,6 +194,9 @@ class PiCamera:
             lo, hi, _ = cam.camera_controls["LensPosition"]
             dioptres = float(min(max(S.lens_dioptres(cfg.focus_distance_mm), lo), hi))
             controls |= {"AfMode": AF_MODE_MANUAL, "LensPosition": dioptres}
+        # picamera2 refuses a control the camera does not advertise (a mono sensor has no AWB).
+        offered = cam.camera_controls
+        controls = {k: v for k, v in controls.items() if k in offered}
         video = cam.create_video_configuration(
             main={"size": cfg.main_size, "format": "YUV420"},
             lores={"size": cfg.lores_size, "format": "YUV420"},
@@ -241,7 +248,10 @@ class PiCamera:
             with cam.captured_request(wait=FRAME_TIMEOUT_S, flush=flush) as request:
                 md = request.get_metadata()
                 # YUV420 arrives as (h * 3/2, stride): the first h rows are the Y plane.
-                y = np.array(request.make_array(stream)[:h, :w], dtype=np.uint8, copy=True)
+                # make_array hands back a copy of the whole buffer: keep the Y plane, zero the rest.
+                whole = request.make_array(stream)
+                y = np.array(whole[:h, :w], dtype=np.uint8, copy=True)
+                whole.fill(0)
         except TimeoutError as exc:
             self._cancel_jobs(cam)
             raise CameraError(f"no frame from the camera within {FRAME_TIMEOUT_S:g} s") from exc

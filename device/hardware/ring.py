@@ -203,8 +203,9 @@ class GpioLedRing:
 def force_dark(*, pins: Sequence[int], pin_factory: Any, active_high: bool = True) -> None:
     """Claim each ring pin, drive it dark, let it go: after the daemon, whatever ended it.
 
-    With ``dtparam=strict_gpiod`` a released line goes back to an input and the driver's gate
-    pull-downs hold the LEDs dark; without it the kernel keeps the level driven here (dark).
+    gpiozero's lgpio pin re-claims a line as a floating input when it closes, so once this
+    returns the LEDs are dark because of the driver's gate pull-downs (README), as they are with
+    ``dtparam=strict_gpiod`` whenever a process lets a line go.
     """
     from gpiozero import DigitalOutputDevice
     from gpiozero.exc import GPIOZeroError
