@@ -83,7 +83,8 @@ class FakePicamera2:
     platform = "pisp"  # "pisp": a Pi 5; "vc4": a Pi 4
     version = "0.3.33"  # what importlib.metadata would say of the installed picamera2
     mono = False  # a mono sensor (imx296_mono) offers no colour controls
-    #: a line's time at the full-field mode: exposure comes back in whole lines (the sensor's)
+    #: a line's time at the full-field mode: the IPA sets exposure in whole lines and reports what
+    #: the sensor used (src/ipa/rpi/cam_helper/cam_helper.cpp exposureLines / exposure)
     line_us = 18.9
     clock_for_next: FakeClock = FakeClock()
 
@@ -126,7 +127,8 @@ class FakePicamera2:
 
     @property
     def camera_properties(self) -> dict[str, Any]:
-        # The whole array is larger than the active area that crop_limits are measured on.
+        # The whole array is larger than the active area that crop_limits are measured on
+        # (src/libcamera/sensor/camera_sensor_legacy.cpp: PixelArraySize, PixelArrayActiveAreas).
         w, h = self.sensor.array
         return {
             "Model": self.model,

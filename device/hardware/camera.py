@@ -143,7 +143,7 @@ def _frame_under(
                 f"camera returned a frame exposed {switched_ns - frame.timestamp_ns} ns "
                 f"before the LED switch to {pattern!r}"
             )
-        if _settled(frame, exposure_us, gain):
+        if settled(frame, exposure_us, gain):
             return dataclasses.replace(frame, leds=pattern)
         frame.wipe()  # a frame passed over is zeroed like any other
     raise CameraError(
@@ -153,12 +153,8 @@ def _frame_under(
 
 
 def settled(frame: Frame, exposure_us: int, gain: float) -> bool:
-    """Whether a frame reports the asked exposure and gain, as far as the sensor can give them."""
-    return _settled(frame, exposure_us, gain)
-
-
-def _settled(frame: Frame, exposure_us: int, gain: float) -> bool:
-    # Sensors quantise exposure to whole lines and gain to register steps.
+    """Whether a frame reports the asked exposure and gain, as far as the sensor can give them
+    (sensors quantise exposure to whole lines and gain to register steps)."""
     return abs(frame.exposure_us - exposure_us) <= max(20, exposure_us * 0.02) and abs(
         frame.gain - gain
     ) <= max(0.05, gain * 0.03)

@@ -163,21 +163,18 @@ class PiCamera:
         active = props.get("PixelArrayActiveAreas") or [(0, 0, *props["PixelArraySize"])]
         array = tuple(active[0][2:4])
         # A sensor that is not raw is listed by its format alone (picamera2.py sensor_modes).
-        modes = [m for m in cam.sensor_modes if "crop_limits" in m and "fps" in m]
-
-        def full(m: dict[str, Any]) -> bool:
-            crop = m["crop_limits"]
-            return bool(crop[2] >= 0.95 * array[0] and crop[3] >= 0.95 * array[1])
-
-        wide = [m for m in modes if full(m)]
-        if not wide:
+        reported = [
+            S.Mode(tuple(m["size"]), float(m["fps"]), tuple(m["crop_limits"]), int(m.get("bit_depth", 0)))
+            for m in cam.sensor_modes
+            if "crop_limits" in m and "fps" in m
+        ]
+        mode = S.capture_mode(reported, (int(array[0]), int(array[1])))
+        if mode is None:
             raise CameraError(f"camera {model} offers no mode that sees its whole field")
-        # Each size is listed once per raw format: the deepest bits first (the table's 10), then speed.
-        mode = max(wide, key=lambda m: (m.get("bit_depth", 0), m["fps"], -m["size"][0]))
-        fps = min(cfg.frame_rate, float(mode["fps"]))
+        fps = min(cfg.frame_rate, mode.fps)
         if fps < S.MIN_FRAME_RATE:
             raise CameraError(
-                f"camera {model}'s full-field mode runs at {mode['fps']:g} fps, under the "
+                f"camera {model}'s full-field mode runs at {mode.fps:g} fps, under the "
                 f"{S.MIN_FRAME_RATE:g} a burst needs"
             )
         period_us = round(1e6 / fps)
@@ -202,7 +199,7 @@ class PiCamera:
             lores={"size": cfg.lores_size, "format": "YUV420"},
             buffer_count=cfg.buffer_count,
             queue=False,  # never hand out a frame that waited in a queue
-            sensor={"output_size": tuple(mode["size"]), "bit_depth": mode["bit_depth"]},
+            sensor={"output_size": mode.size, "bit_depth": mode.bit_depth},
             controls=controls,
         )
         cam.configure(video)
@@ -212,8 +209,8 @@ class PiCamera:
             got_us = float(request.get_metadata().get("FrameDuration", period_us))
         return CameraReport(
             model=model,
-            mode=tuple(mode["size"]),
-            mode_fps=float(mode["fps"]),
+            mode=mode.size,
+            mode_fps=mode.fps,
             fps=1e6 / got_us,
             asked_fps=cfg.frame_rate,
             tuning_file=cfg.tuning_file,

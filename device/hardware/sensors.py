@@ -21,6 +21,7 @@ simulated camera and the tests' picamera2 stand-in share. Each fact names where 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: libcamera's draft NoiseReductionModeEnum values (control_ids_draft.yaml)
@@ -43,6 +44,14 @@ class Mode:
         return self.crop[2] >= 0.95 * array[0] and self.crop[3] >= 0.95 * array[1]
 
 
+def capture_mode(modes: Sequence[Mode], active: tuple[int, int]) -> Mode | None:
+    """The mode the scanner runs in: of those that see the whole field (``active``: the active
+    area, which ``crop`` is measured on), the deepest bits (each size is listed once per raw
+    format), then the fastest, then the smallest. None if no mode sees the whole field."""
+    wide = [m for m in modes if m.full_field(active)]
+    return max(wide, key=lambda m: (m.bit_depth, m.fps, -m.size[0])) if wide else None
+
+
 @dataclass(frozen=True)
 class Sensor:
     model: str
@@ -54,8 +63,10 @@ class Sensor:
     has_lens_control: bool = False  # a focus motor (Camera Module 3)
 
     def full_field_mode(self) -> Mode:
-        """The fastest mode that sees the whole field."""
-        return max((m for m in self.modes if m.full_field(self.array)), key=lambda m: (m.fps, -m.size[0]))
+        """The mode the adapter picks on this sensor (:func:`capture_mode`)."""
+        mode = capture_mode(self.modes, self.array)
+        assert mode is not None, f"{self.model}'s table has a full-field mode"
+        return mode
 
 
 SENSORS = {
