@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import tarfile
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -119,39 +120,50 @@ def _quality_json(v: Verdict) -> dict[str, Any]:
     }
 
 
-def check_path(path: Path, config: Config, flat: FlatField | None = None) -> dict[str, Any]:
+def burst_verdict(path: Path, config: Config, flat: FlatField | None, model: L.Model) -> Verdict:
+    """The verdict on one burst (a folder or a .tar in the protocol's plaintext layout); raises
+    UnreadableError naming what is wrong with it."""
+    frames, manifest = _read_burst(path)
+    missing = {patterns.AMBIENT, patterns.FLOOD} - set(frames)
+    if missing:
+        raise UnreadableError(f"a burst needs ambient and flood frames; missing {sorted(missing)}")
+    flood_entry = next(e for e in manifest["frames"] if e.get("role") == patterns.FLOOD)
+    exposure, gain = int(flood_entry.get("exposure_us", 0)), float(flood_entry.get("gain", 0))
+    if exposure <= 0 or gain <= 0:
+        raise UnreadableError("the manifest's flood entry has no exposure_us and gain")
+    flat = flat or _scanner_flat(config)
+    sectors = sorted(r for r in frames if r.startswith("sector-"))
+    if sectors and sectors != sorted(flat.lit_roles()):
+        raise UnreadableError(
+            f"the burst's sectors ({', '.join(sectors)}) are not the calibration's "
+            f"({', '.join(sorted(flat.lit_roles()))}): judge it with its own rig's calibration"
+        )
+    h, w = frames[patterns.FLOOD].shape
+    roi = flood_entry.get("roi", [0, 0, w, h])
+    if (w, h) != tuple(config.camera.main_size) and list(roi) != [0, 0, w, h]:
+        # A sealed capture: the frames are already the palm crop.
+        flat = _flat_for_crop(flat, roi, (w, h))
+    return analyse_burst(frames, exposure_us=exposure, gain=gain, flat=flat, model=model)
+
+
+def liveness_json(lv: L.Liveness | None) -> dict[str, Any] | None:
+    if lv is None:
+        return None
+    return {"live": lv.live, "verdict": lv.verdict, "score": lv.score, "reasons": lv.reasons, **lv.cues}
+
+
+def check_path(
+    path: Path, config: Config, flat: FlatField | None = None, model: L.Model | None = None
+) -> dict[str, Any]:
     """One input's JSON line; ``flat``: the flat fields bursts are judged against (a calibration
-    given as frames), else the simulated scanner's."""
+    given as frames), else the simulated scanner's; ``model``: the liveness model (a rig's own, from
+    `palm calibrate liveness`), else the shipped one."""
     out: dict[str, Any] = {"path": str(path)}
     try:
         if path.is_dir() or path.suffix == ".tar":
-            frames, manifest = _read_burst(path)
-            missing = {patterns.AMBIENT, patterns.FLOOD} - set(frames)
-            if missing:
-                raise UnreadableError(f"a burst needs ambient and flood frames; missing {sorted(missing)}")
-            flood_entry = next(e for e in manifest["frames"] if e.get("role") == patterns.FLOOD)
-            exposure, gain = int(flood_entry.get("exposure_us", 0)), float(flood_entry.get("gain", 0))
-            if exposure <= 0 or gain <= 0:
-                raise UnreadableError("the manifest's flood entry has no exposure_us and gain")
-            flat = flat or _scanner_flat(config)
-            sectors = sorted(r for r in frames if r.startswith("sector-"))
-            if sectors and sectors != sorted(flat.lit_roles()):
-                raise UnreadableError(
-                    f"the burst's sectors ({', '.join(sectors)}) are not the calibration's "
-                    f"({', '.join(sorted(flat.lit_roles()))}): judge it with its own rig's calibration"
-                )
-            h, w = frames[patterns.FLOOD].shape
-            roi = flood_entry.get("roi", [0, 0, w, h])
-            model = L.default_model()
-            if (w, h) != tuple(config.camera.main_size) and list(roi) != [0, 0, w, h]:
-                # A sealed capture: the frames are already the palm crop.
-                flat = _flat_for_crop(flat, roi, (w, h))
-            verdict = analyse_burst(frames, exposure_us=exposure, gain=gain, flat=flat, model=model)
+            verdict = burst_verdict(path, config, flat, model or L.default_model())
             out["quality"] = _quality_json(verdict)
-            lv = verdict.liveness
-            out["liveness"] = (
-                None if lv is None else {"live": lv.live, "score": lv.score, "reasons": lv.reasons, **lv.cues}
-            )
+            out["liveness"] = liveness_json(verdict.liveness)
         else:
             try:
                 raw = np.fromfile(path, np.uint8)
@@ -166,3 +178,75 @@ def check_path(path: Path, config: Config, flat: FlatField | None = None) -> dic
             "error": str(exc) if isinstance(exc, UnreadableError) else f"cannot read: {exc}",
         }
     return out
+
+
+def _bursts_in(folder: Path) -> list[Path]:
+    """The bursts in a folder: its sub-folders with a manifest.json and its .tar files, by name."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if (p.is_dir() and (p / "manifest.json").is_file()) or p.suffix == ".tar"
+    )
+
+
+def is_labelled(folder: Path) -> bool:
+    """A rig's labelled bursts (live/NAME/, attack/KIND/NAME/) rather than one burst."""
+    return (
+        folder.is_dir()
+        and not (folder / "manifest.json").exists()
+        and ((folder / "live").is_dir() or (folder / "attack").is_dir())
+    )
+
+
+def check_labelled(
+    bdir: Path, config: Config, flat: FlatField | None, model: L.Model
+) -> Iterator[tuple[dict[str, Any], Any]]:
+    """Each labelled burst of a rig (``bdir``/live/NAME/ and ``bdir``/attack/KIND/NAME/, folders or
+    .tar files) in order: its JSON line (`check_path`'s, with its "label") and its rigfit.Labelled
+    row, None where it has no cues (unreadable, or no hand found in the ring's light; the line says
+    which)."""
+    from device.vision.fitting import BONA_FIDE
+    from device.vision.rigfit import Labelled
+
+    if not bdir.is_dir():
+        raise UnreadableError(f"{bdir} is not a folder of bursts (live/NAME/ and attack/KIND/NAME/)")
+    found: list[tuple[str, Path]] = [(BONA_FIDE, p) for p in _bursts_in(bdir / "live")]
+    attack = bdir / "attack"
+    kinds = sorted(p for p in attack.iterdir() if p.is_dir()) if attack.is_dir() else []
+    for kind_dir in kinds:
+        found += [(kind_dir.name, p) for p in _bursts_in(kind_dir)]
+    for kind, path in found:
+        label = "live" if kind == BONA_FIDE else f"attack/{kind}"
+        try:
+            verdict = burst_verdict(path, config, flat, model)
+        except (UnreadableError, OSError, KeyError, StopIteration) as exc:
+            error = str(exc) if isinstance(exc, UnreadableError) else f"cannot read: {exc}"
+            yield {"path": str(path), "label": label, "error": error}, None
+            continue
+        line = {
+            "path": str(path),
+            "label": label,
+            "quality": _quality_json(verdict),
+            "liveness": liveness_json(verdict.liveness),
+        }
+        if verdict.liveness is None:
+            yield line, None
+            continue
+        cues = dict(verdict.liveness.cues)
+        yield line, Labelled(kind, str(path.relative_to(bdir)), cues, verdict.quality.ok)
+
+
+def read_labelled(bdir: Path, config: Config, flat: FlatField, model: L.Model) -> tuple[list[Any], list[str]]:
+    """The labelled bursts of a rig as rigfit.Labelled rows (see `check_labelled`), and one line per
+    burst that could not be used (unreadable, or no hand found: no cues to fit on). Nothing is
+    skipped without its line."""
+    rows, problems = [], []
+    for line, row in check_labelled(bdir, config, flat, model):
+        if row is not None:
+            rows.append(row)
+        elif "error" in line:
+            problems.append(f"{line['path']}: {line['error']}")
+        else:
+            reasons = ", ".join(line["quality"]["reasons"])
+            problems.append(f"{line['path']}: no hand found in the ring's light ({reasons})")
+    return rows, problems

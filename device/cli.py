@@ -254,28 +254,103 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     for line in notes.lines():
         print(f"  {line}")
-    print(f"  {'class':18s} {'error':>22s} {'quality rejects':>16s}")
-    print(f"  {BONA_FIDE:18s} {'BPCER ' + _pct(r.bpcer):>22s} {_pct(r.quality_reject_rate):>16s}")
-    for kind in ATTACKS:
-        rejects = _pct(r.attack_quality_reject_rate[kind])
-        print(f"  {kind:18s} {'APCER ' + _pct(r.apcer[kind]):>22s} {rejects:>16s}")
+    for line in r.lines():
+        print(f"  {line}")
     print(
         "  BPCER: bona fide captures that passed quality but were judged attacks; APCER: attacks judged "
-        "live, whatever their quality."
+        'live, whatever their quality; try again: left at "can\'t tell" (a cue unlike any palm the '
+        "model has seen, in no attack's direction), counted apart from both."
     )
     if args.plot:
         print(f"  DET curves: {args.plot}")
     return 0
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:.2f} %"
+def _calibrate_liveness(args: argparse.Namespace) -> int:
+    """`palm calibrate liveness`: the rig's own liveness fit from its labelled bursts."""
+    import json
+
+    from device.calibration import report
+    from device.calibration import session as ses
+    from device.calibration.frames import read as read_frames
+    from device.calibration.steps import Outcome
+    from device.checkfiles import UnreadableError, read_labelled
+    from device.vision import rigfit
+    from device.vision.fitting import BONA_FIDE
+    from device.vision.liveness import default_model
+
+    if not (args.calibration and args.bursts and args.file):
+        raise UsageError(
+            "palm calibrate liveness needs --calibration DIR (the rig's calibration frames), --bursts BDIR "
+            "(live/NAME/ and attack/KIND/NAME/ bursts taken on it) and --out FILE (the model to write)"
+        )
+    if args.report:
+        ses.report_path_ok(Path(args.report))
+    config = _config_for(args)
+    given = read_frames(Path(args.calibration))
+    session = ses.from_given(given, str(args.calibration), config, None)
+    flat = ses.flat_from_given(given, str(args.calibration), config)
+    shipped = default_model()
+    try:
+        rows, problems = read_labelled(Path(args.bursts), config, flat, shipped)
+    except UnreadableError as exc:
+        raise UsageError(str(exc)) from None
+    live = [r for r in rows if r.kind == BONA_FIDE]
+    kinds = sorted({r.kind for r in rows} - {BONA_FIDE})
+    print(f"palm calibrate liveness: {args.bursts} on the rig of {args.calibration}")
+    print(
+        f"  bursts: {len(live)} live ({sum(r.quality_ok for r in live)} pass quality), "
+        + ", ".join(f"{sum(r.kind == k for r in rows)} {k}" for k in kinds)
+    )
+    for line in problems:
+        print(f"  not used: {line}")
+    before = rigfit.judge(shipped, rows)
+    print("  the shipped model on these bursts:")
+    for line in before.lines():
+        print(f"  {line}")
+    model, cv = rigfit.fit_rig(
+        shipped,
+        rows,
+        fitted_for={
+            "calibration": str(args.calibration),
+            "bursts": str(args.bursts),
+            "live": len(live),
+            "attacks": {k: sum(r.kind == k for r in rows) for k in kinds},
+        },
+    )
+    lines = ["the rig's fit, cross-validated (each burst judged by a fit that did not see it):"]
+    lines += cv.lines()
+    lines.append(f"threshold {model.threshold:.4f}, logit x {model.logit_scale:.3f} {model.logit_shift:+.3f}")
+    for line in lines:
+        print(f"  {line}")
+    try:
+        Path(args.file).write_text(json.dumps(model.as_json(), indent=2) + "\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write {args.file}: {exc.strerror}") from None
+    print(
+        f"  wrote {args.file}: use it with `palm check --liveness {args.file}` or [calibration] liveness_file"
+    )
+    if args.report:
+        outcome = Outcome("liveness", True, ["the shipped model on these bursts:", *before.lines(), *lines])
+        page = report.render(
+            session.calibration,
+            [*session.outcomes, outcome],
+            saved_to=str(args.file),
+            title=f"Liveness fit for the rig of {args.calibration}",
+        )
+        try:
+            Path(args.report).write_text(page)
+        except OSError as exc:
+            raise OutputError(f"cannot write {args.report}: {exc.strerror}") from None
+        print(f"  report: {args.report}")
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     import json
 
-    from device.checkfiles import check_path
+    from device.checkfiles import check_labelled, check_path, is_labelled
+    from device.vision.rigfit import judge
 
     config = _config_for(args)
     flat = None
@@ -283,8 +358,26 @@ def cmd_check(args: argparse.Namespace) -> int:
         from device.calibration.session import flat_from_frames
 
         flat = flat_from_frames(Path(args.calibration), config)
-    for path in args.paths:
-        print(json.dumps(check_path(Path(path), config, flat)), flush=True)
+    from device.vision.liveness import load_model
+
+    model = load_model(args.liveness or config.calibration.liveness_file)
+    for path in map(Path, args.paths):
+        if not is_labelled(path):
+            print(json.dumps(check_path(path, config, flat, model)), flush=True)
+            continue
+        rows, unjudged = [], 0
+        for line, row in check_labelled(path, config, flat, model):
+            print(json.dumps(line), flush=True)
+            if row is None:
+                unjudged += 1
+            else:
+                rows.append(row)
+        # the summary goes to standard error: standard output stays one JSON line per burst
+        summary = [f"palm check: {path}, {len(rows) + unjudged} labelled bursts (ISO/IEC 30107-3)"]
+        summary += judge(model, rows).lines()
+        if unjudged:
+            summary.append(f"  bursts with no liveness verdict (unreadable, or no hand found): {unjudged}")
+        print("\n".join(summary), file=sys.stderr)
     return 0
 
 
@@ -316,6 +409,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if args.step == "from-frames":
         return _calibrate_from_frames(args)
+    if args.step == "liveness":
+        return _calibrate_liveness(args)
+    if args.calibration or args.bursts:
+        raise UsageError("--calibration and --bursts go with `palm calibrate liveness`")
     if args.frames:
         raise UsageError(f"a folder of frames goes with from-frames, not {args.step}")
     if args.save_frames and (args.step != "flat" or not args.simulate):
@@ -716,10 +813,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Judge image files a person hands over: a single frame (from any scanner) "
         "gets the quality measures; a burst (a folder or .tar laid out as the protocol's plaintext: "
         "manifest.json and one PNG per LED pattern) gets liveness too. One JSON line per input; an "
-        "unreadable input gets a line with 'error' and the rest go on.",
+        "unreadable input gets a line with 'error' and the rest go on. A folder of a rig's labelled "
+        "bursts (live/NAME/, attack/KIND/NAME/) gets a line per burst with its label, and BPCER and "
+        "APCER per kind with 95 % intervals on standard error.",
     )
     ck.add_argument("paths", nargs="+", metavar="PATH")
     ck.add_argument("--config", metavar="FILE", help="the scanner's config (its optics, for bursts)")
+    ck.add_argument(
+        "--liveness",
+        metavar="FILE",
+        help="judge liveness with this rig's model (from `palm calibrate liveness`; default: the config's "
+        "[calibration] liveness_file, else the shipped model)",
+    )
     ck.add_argument(
         "--calibration",
         metavar="DIR",
@@ -798,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
         "within the eye-safety limit), focus and scale (the focus target); all runs them in order; "
         "verify re-checks a calibrated scanner and exits 1 if it drifted.",
     )
-    cal.add_argument("step", choices=CHOICES)
+    cal.add_argument("step", choices=(*CHOICES, "liveness"))
     cal.add_argument("frames", nargs="?", metavar="DIR", help="from-frames: the folder of calibration frames")
     cal.add_argument("--config", metavar="FILE", help="the scanner's config (with --simulate: optional)")
     cal.add_argument(
@@ -809,6 +914,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the calibration file to write, update or verify (default: [calibration] file)",
     )
     cal.add_argument("--report", metavar="FILE.html", help="write the technician's report here")
+    cal.add_argument(
+        "--calibration",
+        metavar="DIR",
+        help="liveness: the rig's calibration frames (as from-frames reads them)",
+    )
+    cal.add_argument(
+        "--bursts", metavar="BDIR", help="liveness: live/NAME/ and attack/KIND/NAME/ bursts taken on the rig"
+    )
     cal.add_argument(
         "--save-frames",
         metavar="DIR",

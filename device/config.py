@@ -199,6 +199,28 @@ class SimConfig:
     focus_distance_mm: float = _key(125.0, doc="distance in sharpest focus", lo=30, hi=500)
     aperture_mm: float = _key(1.5, doc="lens aperture diameter (depth of field)", lo=0.1, hi=10)
     rolling_shutter: bool = _key(True, doc="rows exposed one after another")
+    led_beam_exponent: float = _key(
+        1.0,
+        doc="LED beam shape: intensity falls as cos(angle)^m (1: Lambertian, 4: a narrow lens)",
+        lo=0.5,
+        hi=8,
+    )
+    led_power: float = _key(
+        1.0, doc="the ring's radiant intensity relative to the nominal ring's", lo=0.05, hi=20
+    )
+    isp_soften_px: float = _key(
+        0.7, doc="the ISP's demosaic and downscale softening of the image, Gaussian sigma px", lo=0, hi=3
+    )
+    isp_denoise_px: float = _key(
+        0.0, doc="the ISP's spatial denoise left on (a blur after the noise), sigma px; 0: off", lo=0, hi=3
+    )
+    temporal_denoise: float = _key(
+        0.0,
+        doc="the ISP's temporal denoise left on: the share of the previous frame kept; 0: off",
+        lo=0,
+        hi=0.9,
+    )
+    noise_scale: float = _key(1.0, doc="the sensor's noise relative to the nominal sensor's", lo=0, hi=10)
 
 
 @dataclass(frozen=True)
@@ -216,6 +238,9 @@ class CalibrationConfig:
         0.5, doc="the grey card's reflectance at 850-940 nm, as its maker states", lo=0.05, hi=0.99
     )
     target_square_mm: float = _key(60.0, doc="side of the black square on the focus target", lo=10, hi=200)
+    liveness_file: Path | None = _key(
+        None, doc="this rig's liveness model (`palm calibrate liveness` writes it); none: the shipped model"
+    )
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from device.capture import Settings, meter, take
 from device.clock import FakeClock
 from device.config import Config
 from device.sim.scanner import SimulatedScanner
-from device.sim.scene import Scene, fixed, make_scene
+from device.sim.scene import Reach, Scene, fixed, make_scene
+from device.stats import Rate
 from device.vision import liveness as L
 from device.vision.pipeline import Verdict, analyse_burst
 
@@ -45,6 +46,55 @@ def with_rig(config: Config, *, ring_mm: float, focal_px: float, card_mm: float,
     )
 
 
+@dataclass(frozen=True)
+class Rig:
+    """A simulated rig: its ring, lens, ISP and sensor, and where people hold things over it.
+
+    The world liveness must hold in (issue #14): ``beam_m`` the LEDs' beam (cos^m), ``led_power``
+    relative to nominal, ``focus_mm`` the lens's focus, ``soften_px`` / ``denoise_px`` /
+    ``temporal`` the ISP's softening, spatial denoise and temporal denoise, ``noise`` the sensor's
+    noise over nominal, ``reach_mm`` the distances palms are held at and ``offset_sd`` how far off
+    the axis they stray (a share of the distance)."""
+
+    ring_mm: float = 30.0
+    focal_px: float = 380.0
+    card_mm: float = 125.0
+    sectors: int = 4
+    beam_m: float = 1.0
+    led_power: float = 1.0
+    focus_mm: float = 125.0
+    soften_px: float = 0.7
+    denoise_px: float = 0.0
+    temporal: float = 0.0
+    noise: float = 1.0
+    reach_mm: tuple[float, float] = (100.0, 150.0)
+    offset_sd: float = 0.05
+
+    def apply(self, config: Config) -> Config:
+        """``config`` with this rig's simulated optics, ring and card distance."""
+        c = with_rig(
+            config, ring_mm=self.ring_mm, focal_px=self.focal_px, card_mm=self.card_mm, sectors=self.sectors
+        )
+        sim = dataclasses.replace(
+            c.sim,
+            led_beam_exponent=self.beam_m,
+            led_power=self.led_power,
+            focus_distance_mm=self.focus_mm,
+            isp_soften_px=self.soften_px,
+            isp_denoise_px=self.denoise_px,
+            temporal_denoise=self.temporal,
+            noise_scale=self.noise,
+        )
+        return dataclasses.replace(c, sim=sim)
+
+    @property
+    def reach(self) -> Reach:
+        return Reach(distance_mm=self.reach_mm, offset_sd=self.offset_sd)
+
+    def as_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
 def sim_flat_field(config: Config) -> FlatField:
     """The simulated scanner's flat fields, from its calibration frames alone (issue #7): the grey
     card and dark frames `palm calibrate flat` takes (metered, averaged, 8-bit) and the rig's
@@ -61,6 +111,8 @@ class Presentation:
     verdict: Verdict
     cues: dict[str, float] | None
     bursts: int
+    #: what the simulator knows of the presentation: the object's distance and its surface's facts
+    facts: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def present(
@@ -97,13 +149,17 @@ def present(
         cues = L.cues(frames, verdict.hand, flat, exposure_us=settings.exposure_us, gain=settings.gain)
         live = L.assess(cues, model) if model is not None else None
         verdict = Verdict(verdict.hand, verdict.quality, live)
-    return Presentation(scene.kind, scene.seed, verdict, cues, used)
+    facts: dict[str, float] = {}
+    if scene.objects:
+        held = scene.objects[0]
+        facts = {"distance_mm": round(held.pose.z, 1), **held.surface.facts}
+    return Presentation(scene.kind, scene.seed, verdict, cues, used, facts)
 
 
 def present_kind(
-    config: Config, kind: str, seed: int, flat: FlatField, model: L.Model | None
+    config: Config, kind: str, seed: int, flat: FlatField, model: L.Model | None, reach: Reach | None = None
 ) -> Presentation:
-    return present(config, make_scene(kind, seed), flat, model)
+    return present(config, make_scene(kind, seed, reach=reach), flat, model)
 
 
 #: seeds the liveness combiner was fitted on; evaluation must use others
@@ -111,9 +167,9 @@ DEV_SEEDS = range(900_000, 901_000)
 BONA_FIDE = "genuine"
 
 
-def _job(args: tuple[Config, str, int, FlatField, L.Model | None]) -> Presentation:
-    config, kind, seed, flat, model = args
-    return present_kind(config, kind, seed, flat, model)
+def _job(args: tuple[Config, str, int, FlatField, L.Model | None, Reach | None]) -> Presentation:
+    config, kind, seed, flat, model, reach = args
+    return present_kind(config, kind, seed, flat, model, reach)
 
 
 def collect(
@@ -125,9 +181,10 @@ def collect(
     *,
     jobs: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    reach: Reach | None = None,
 ) -> list[Presentation]:
     """Every kind at every seed, in ``jobs`` processes; presentations in a stable order."""
-    work = [(config, kind, seed, flat, model) for kind in kinds for seed in seeds]
+    work = [(config, kind, seed, flat, model, reach) for kind in kinds for seed in seeds]
     out: list[Presentation] = []
     if jobs <= 1:
         for i, w in enumerate(work):
@@ -148,12 +205,26 @@ class Rates:
     samples: int
     seed: int
     threshold: float
-    bpcer: float
-    apcer: dict[str, float]
+    #: bona fide presentations that passed quality and were called attacks
+    bpcer_rate: Rate
+    #: bona fide presentations that passed quality and were left at "can't tell" (try_again)
+    try_again_rate: Rate
+    #: per attack kind: presentations judged live, whatever their quality
+    apcer_rate: dict[str, Rate]
+    #: per attack kind: presentations left at "can't tell"
+    attack_try_again: dict[str, Rate]
     quality_reject_rate: float
     attack_quality_reject_rate: dict[str, float]
     counts: dict[str, int]
     quality_reasons: dict[str, int]
+
+    @property
+    def bpcer(self) -> float:
+        return self.bpcer_rate.value
+
+    @property
+    def apcer(self) -> dict[str, float]:
+        return {k: r.value for k, r in self.apcer_rate.items()}
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -162,11 +233,34 @@ class Rates:
             "threshold": self.threshold,
             "bpcer": self.bpcer,
             "apcer": self.apcer,
+            "bpcer_detail": self.bpcer_rate.as_json(),
+            "try_again": self.try_again_rate.as_json(),
+            "apcer_detail": {k: r.as_json() for k, r in self.apcer_rate.items()},
+            "attack_try_again": {k: r.as_json() for k, r in self.attack_try_again.items()},
             "quality_reject_rate": self.quality_reject_rate,
             "attack_quality_reject_rate": self.attack_quality_reject_rate,
             "counts": self.counts,
             "bona_fide_quality_reasons": self.quality_reasons,
         }
+
+    def lines(self) -> list[str]:
+        """The ISO/IEC 30107-3 table a person reads: each rate with its count and 95 % interval."""
+        head = f"{'error (count; 95 % Clopper-Pearson)':>46s} {'try again':>10s} {'quality rejects':>16s}"
+        out = [f"{'class':18s} {head}"]
+        out.append(
+            f"{BONA_FIDE:18s} {'BPCER ' + self.bpcer_rate.text():>46s} {self.try_again_rate.errors:>10d} "
+            f"{_pct(self.quality_reject_rate):>16s}"
+        )
+        for kind, r in self.apcer_rate.items():
+            out.append(
+                f"{kind:18s} {'APCER ' + r.text():>46s} {self.attack_try_again[kind].errors:>10d} "
+                f"{_pct(self.attack_quality_reject_rate[kind]):>16s}"
+            )
+        return out
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.2f} %"
 
 
 def score_of(p: Presentation) -> float:
@@ -174,16 +268,30 @@ def score_of(p: Presentation) -> float:
     return p.verdict.liveness.score if p.verdict.liveness is not None else 0.0
 
 
+def verdict_of(p: Presentation, threshold: float | None = None) -> str:
+    """LIVE, ATTACK or TRY_AGAIN; with ``threshold``, the score against it decides live or attack."""
+    lv = p.verdict.liveness
+    if lv is None:
+        return L.ATTACK
+    if lv.verdict == L.TRY_AGAIN:
+        return L.TRY_AGAIN
+    if threshold is None:
+        return lv.verdict
+    return L.LIVE if lv.score >= threshold else L.ATTACK
+
+
 def rates(presentations: list[Presentation], *, threshold: float, samples: int, seed: int) -> Rates:
-    """ISO/IEC 30107-3 style: BPCER over bona fide captures that passed quality, APCER per attack type
-    over every attack presentation (quality or not), and the bona fide quality rejection rate."""
+    """ISO/IEC 30107-3: BPCER over bona fide captures that passed quality (quality refusals apart),
+    APCER per attack type over every attack presentation (quality or not), each with its count and
+    a 95 % Clopper-Pearson interval; "can't tell" verdicts are counted apart from both."""
     bona = [p for p in presentations if p.kind == BONA_FIDE]
-    usable = [p for p in bona if p.verdict.quality.ok]
-    bpcer = sum(score_of(p) < threshold for p in usable) / max(len(usable), 1)
-    apcer, attack_q = {}, {}
+    usable = [verdict_of(p, threshold) for p in bona if p.verdict.quality.ok]
+    apcer, attack_q, attack_t = {}, {}, {}
     for kind in sorted({p.kind for p in presentations} - {BONA_FIDE}):
         attacks = [p for p in presentations if p.kind == kind]
-        apcer[kind] = sum(score_of(p) >= threshold for p in attacks) / len(attacks)
+        said = [verdict_of(p, threshold) for p in attacks]
+        apcer[kind] = Rate(said.count(L.LIVE), len(attacks))
+        attack_t[kind] = Rate(said.count(L.TRY_AGAIN), len(attacks))
         attack_q[kind] = sum(not p.verdict.quality.ok for p in attacks) / len(attacks)
     counts = {
         kind: sum(p.kind == kind for p in presentations) for kind in sorted({p.kind for p in presentations})
@@ -194,8 +302,10 @@ def rates(presentations: list[Presentation], *, threshold: float, samples: int, 
         samples=samples,
         seed=seed,
         threshold=threshold,
-        bpcer=bpcer,
-        apcer=apcer,
+        bpcer_rate=Rate(usable.count(L.ATTACK), len(usable)),
+        try_again_rate=Rate(usable.count(L.TRY_AGAIN), len(usable)),
+        apcer_rate=apcer,
+        attack_try_again=attack_t,
         quality_reject_rate=1 - len(usable) / max(len(bona), 1),
         attack_quality_reject_rate=attack_q,
         counts=counts,

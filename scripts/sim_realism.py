@@ -44,7 +44,7 @@ def main() -> int:
     )
     heads = ("real min", "median", "max", "| sim p10", "median", "p90", "in range")
     print(f"{'measure':14s} " + " ".join(f"{h:>9s}" for h in heads))
-    for name in ("mean", "std", "vein_contrast", "sharpness"):
+    for name in ("mean", "std", "vein_contrast", "sharpness", "fine_texture"):
         r = [getattr(m, name) for m in real]
         s = [getattr(m, name) for m in sim]
         inside = sum(min(r) <= x <= max(r) for x in s)

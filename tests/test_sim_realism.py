@@ -19,7 +19,7 @@ def test_simulated_palms_fall_within_the_range_of_real_captures(config: Config) 
     assert all(m is not None for m in real) and len(real) >= 10
     sim = simulated_palms(config, range(2000, 2012))
     assert len(sim) == 12
-    for name in ("mean", "std", "vein_contrast", "sharpness"):
+    for name in ("mean", "std", "vein_contrast", "sharpness", "fine_texture"):
         r = [getattr(m, name) for m in real]
         s = [getattr(m, name) for m in sim]
         median = float(np.median(s))

@@ -29,7 +29,7 @@ from device.selftest import describe_calibration
 from device.uplink.outbox import Outbox
 from device.uplink.session import make_session
 from device.uplink.uplink import Uplink
-from device.vision.liveness import default_model
+from device.vision.liveness import describe_model, load_model
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def run_on_hardware(config: Config, opts: Options) -> Summary:
     log.info(hardening.describe())
     device_key = load_device_key(config.device.key_file)
     recipient = recipient_public(config.cloud.recipient_public_bytes)
-    model = default_model()
+    model = load_model(config.calibration.liveness_file)
+    log.info("liveness: %s", describe_model(model, config.calibration.liveness_file))
     if opts.open_scanner is None:
         from device.hardware.scanner import RealScanner
 

@@ -40,6 +40,8 @@ LEAVE_TIMEOUT_S = 6.0
 SHOW_RESULT_S = 1.2
 UPLOAD_WAIT_S = 3.0
 MAX_BURSTS = 3
+#: a liveness "can't tell" (device.vision.liveness.TRY_AGAIN) takes the burst again this many times
+LIVENESS_RETAKES = 1
 #: an adult palm's inscribed radius (widths of 76-89 mm); a distance from it is good to about 10 %
 PALM_RADIUS_MM = 40.0
 #: quality reasons a shopper can fix while the scan goes on
@@ -261,6 +263,7 @@ class ScanLoop:
         self._emit({"event": "hand_seen"})
         deadline = self._clock.monotonic_ns() + int(GUIDE_TIMEOUT_S * 1e9)
         stages["guiding"] = stages["capturing"] = 0.0
+        unsure = 0  # bursts whose liveness could not tell
         while True:
             # Guiding: until the presence stream has nothing to ask of the hand for a moment.
             steady, last_reasons, said_ns = 0, None, 0
@@ -285,6 +288,19 @@ class ScanLoop:
             verdict, frames = self._capture()
             stages["capturing"] += self._ms_since(t)
             if verdict.quality.ok and verdict.hand is not None:
+                live = verdict.liveness
+                if (
+                    live is not None
+                    and live.verdict == L.TRY_AGAIN
+                    and unsure < LIVENESS_RETAKES
+                    and self._clock.monotonic_ns() < deadline
+                ):
+                    # Not evidence of an attack: a cue unlike any palm the model has seen. The burst
+                    # is taken again, metered afresh; a second "can't tell" is the answer.
+                    unsure += 1
+                    self._let_go(frames)
+                    self._emit({"event": "liveness_unsure", "reasons": live.reasons, "retake": unsure})
+                    continue
                 break
             far = self._last is not None and R.TOO_FAR in self._last.reasons
             if verdict.hand is None and R.NO_HAND in verdict.quality.reasons and far:
@@ -301,7 +317,11 @@ class ScanLoop:
             guidable = set(verdict.quality.reasons) & GUIDANCE
             if guidable and self._clock.monotonic_ns() < deadline:
                 said: dict[str, Any] = {"event": "guidance", "reasons": R.ordered(guidable)}
-                if (
+                measured = verdict.liveness.cues.get("distance_mm") if verdict.liveness else None
+                if guidable & {R.TOO_FAR, R.TOO_CLOSE} and measured is not None:
+                    # the ring's own light measured it (liveness.ring_distance_mm)
+                    said["distance_mm"] = round(measured)
+                elif (
                     self._scale is not None
                     and verdict.hand is not None
                     and guidable & {R.TOO_FAR, R.TOO_CLOSE}
@@ -327,6 +347,10 @@ class ScanLoop:
                 "palm_radius": round(verdict.quality.measures.get("radius", 0.0), 3),
             }
         )
+        if live is not None and live.verdict == L.TRY_AGAIN:
+            self._let_go(frames)
+            self._emit({"event": "liveness_unsure", "reasons": live.reasons, "retake": None})
+            return self._finish(seen, stages, "try_again", live.reasons, kind)
         if live is None or not live.live:
             self._let_go(frames)
             self._emit(

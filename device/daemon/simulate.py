@@ -36,7 +36,7 @@ from device.sim.scene import Scenario, shoppers
 from device.uplink.outbox import Outbox
 from device.uplink.session import make_session
 from device.uplink.uplink import Uplink
-from device.vision.liveness import default_model
+from device.vision.liveness import describe_model, load_model
 
 LABEL = {"genuine": "bona_fide"}
 log = logging.getLogger(__name__)
@@ -118,7 +118,8 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
         uplink = Uplink(endpoint=endpoint, session=session, clock=clock, outbox=Outbox())
         cal = sim_calibration(config)  # the simulated scanner calibrated as a technician would
         log.info("calibrated the simulated scanner: %s", cal.id)
-        model = default_model()
+        model = load_model(config.calibration.liveness_file)
+        log.info("liveness: %s", describe_model(model, config.calibration.liveness_file))
         with SimulatedScanner(config=config, scenes=scenario, clock=clock) as scanner:
             log.info("camera: %s", scanner.camera.describe())
             make_loop = loop_maker(
@@ -216,6 +217,9 @@ def _describe(event: dict[str, Any], kind: str | None) -> str:
         return f"capture rejected ({', '.join(event['reasons'])}), quality {event['score']:.2f}"
     if e == "not_live":
         return f"not a live palm (liveness {event['score']}, {', '.join(event['reasons'])})"
+    if e == "liveness_unsure":
+        again = "taking the burst again" if event["retake"] else "asking the shopper to try again"
+        return f"liveness cannot tell ({', '.join(event['reasons'])}): {again}"
     if e == "uploaded":
         return (
             f"sealed and uploaded in {event['ms']} ms (HTTP {event['status']}, capture {event['capture_id']})"

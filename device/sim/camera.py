@@ -185,14 +185,19 @@ class SimCamera:
             self._clock.sleep((done - now) / 1e9)
         self._next_k = k + 1
         pixels = self._render(optics, k, start, exp_us, gain)
-        if self.faults.temporal_denoise:
+        if self._temporal_keep():
             pixels = self._blend_with_previous(stream, k, pixels)
         return Frame(pixels=pixels, timestamp_ns=start, exposure_us=exp_us, gain=gain, stream=stream)
+
+    def _temporal_keep(self) -> float:
+        """The share of the previous frame the temporal denoise keeps: the rig's, or the fault's."""
+        return max(self._optics.temporal_keep, TDN_KEEP if self.faults.temporal_denoise else 0.0)
 
     def _blend_with_previous(self, stream: str, k: int, pixels: np.ndarray) -> np.ndarray:
         """Temporal denoise: the ISP's output keeps TDN_KEEP of the frame before (each frame in
         the stream is processed, handed out or not: the frames between are rendered too)."""
         last = self._previous.get(stream)
+        keep = self._temporal_keep()
         optics = self._optics if stream == "main" else self._lores
         if last is not None and last[0] < k:
             # Frames nobody asked for pass the ISP too; three back is as far as the blend remembers
@@ -202,9 +207,9 @@ class SimCamera:
             for j in range(first, k):
                 exp_us, gain = self._controls_for(j)
                 between = self._render(optics, j, self._readout(j) - exp_us * 1000, exp_us, gain)
-                out = between if out is None else cv2.addWeighted(out, TDN_KEEP, between, 1 - TDN_KEEP, 0)
+                out = between if out is None else cv2.addWeighted(out, keep, between, 1 - keep, 0)
             if out is not None:
-                pixels = cv2.addWeighted(out, TDN_KEEP, pixels, 1 - TDN_KEEP, 0)
+                pixels = cv2.addWeighted(out, keep, pixels, 1 - keep, 0)
         self._previous[stream] = (k, pixels.copy())
         return pixels
 
@@ -253,12 +258,21 @@ class SimCamera:
         relative, hot = self._sensor_maps(optics)
         e_per_dn = op.FULL_WELL_E / 255.0
         electrons = radiance * relative * (exposure_us * op.DN_PER_RADIANCE_US_GAIN * e_per_dn)
+        # Demosaic and the downscale soften the image; each output pixel still averages sensor
+        # pixels of its own, so the grain that follows stays pixel by pixel.
+        if optics.isp_soften_px > 0:
+            electrons = cv2.GaussianBlur(
+                electrons, (0, 0), optics.isp_soften_px, borderType=cv2.BORDER_REFLECT
+            )
         electrons += hot * (exposure_us * 1e-6)
         noise = rng.standard_normal(electrons.shape, dtype=np.float32)
+        if op.NOISE_CORRELATION_PX > 0:
+            noise = cv2.GaussianBlur(noise, (0, 0), op.NOISE_CORRELATION_PX, borderType=cv2.BORDER_REFLECT)
+        noise *= np.float32(optics.noise_scale)
         electrons += noise * np.sqrt(np.maximum(electrons, 0) + op.READ_NOISE_E**2)
         dn = electrons * (gain / e_per_dn) + op.BLACK_LEVEL_DN
-        # The ISP's spatial denoise (on by default in the Pi's tuning files) smooths the grain.
-        dn = cv2.GaussianBlur(dn, (0, 0), op.ISP_SOFTEN_PX, borderType=cv2.BORDER_REFLECT)
+        if optics.isp_denoise_px > 0:  # a spatial denoise left on smooths the grain too
+            dn = cv2.GaussianBlur(dn, (0, 0), optics.isp_denoise_px, borderType=cv2.BORDER_REFLECT)
         return np.clip(np.rint(dn), 0, 255).astype(np.uint8)
 
 

@@ -17,8 +17,6 @@ from device.hardware import sensors
 
 #: radiant intensity of one sector on its axis (arbitrary radiometric units)
 LED_INTENSITY = 10_000.0
-#: LED beam: intensity falls as cos(angle)^m (m = 1: a 120-degree Lambertian emitter)
-LED_BEAM_EXPONENT = 1.0
 #: radiance -> digital number per (microsecond x gain); fixed so that skin (albedo
 #: 0.5) at the nominal 125 mm under the full ring reads about 120 DN at 3 ms and gain 2
 DN_PER_RADIANCE_US_GAIN = 0.058
@@ -30,12 +28,17 @@ READ_NOISE_E = 2.5
 BLACK_LEVEL_DN = 2.0
 #: photo-response non-uniformity (per-pixel gain spread) and hot-pixel share
 PRNU = 0.008
-#: the ISP's softening, as a Gaussian sigma in pixels: demosaicing and the downscale from the
-#: full-field mode (1640x1232 on the IMX219) to the 640x480 stream. No denoise of its own: the
-#: adapter sets NoiseReductionMode Off (device.hardware.picamera), which on the Pi 4 and the Pi 5
-#: turns off spatial and temporal denoise alike
-ISP_SOFTEN_PX = 0.7
+#: The ISP's softening (config [sim] isp_soften_px, 0.7 px by default) is demosaicing and the
+#: downscale from the full-field mode (1640x1232 on the IMX219) to the 640x480 stream: it softens
+#: the image, not the noise, since each output pixel averages sensor pixels of their own. No
+#: denoise of its own: the adapter sets NoiseReductionMode Off (device.hardware.picamera), which on
+#: the Pi 4 and the Pi 5 turns off spatial and temporal denoise alike; a rig where it stays on is
+#: [sim] isp_denoise_px and temporal_denoise.
 HOT_PIXEL_FRACTION = 2e-5
+#: the grain's correlation between neighbouring output pixels, a Gaussian sigma in pixels: the
+#: demosaic interpolates each pixel from its neighbours, and the downscale's filter spans a little
+#: more than one output pixel
+NOISE_CORRELATION_PX = 0.7
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,12 @@ class Optics:
     aperture_mm: float
     line_time_ns: int  # 0 for a global shutter
     frame_period_ns: int
+    beam_exponent: float = 1.0  # LED intensity falls as cos(angle)^m (1: a Lambertian emitter)
+    led_power: float = 1.0  # relative to LED_INTENSITY
+    isp_soften_px: float = 0.7  # the image's softening by demosaic and downscale, sigma px
+    isp_denoise_px: float = 0.0  # spatial denoise after the noise, sigma px (0: off)
+    temporal_keep: float = 0.0  # temporal denoise: share of the previous frame kept (0: off)
+    noise_scale: float = 1.0  # sensor noise relative to the nominal sensor's
 
     @classmethod
     def from_config(cls, camera: CameraConfig, sim: SimConfig, leds: LedsConfig) -> Optics:
@@ -69,6 +78,12 @@ class Optics:
             aperture_mm=sim.aperture_mm,
             line_time_ns=line,
             frame_period_ns=period,
+            beam_exponent=sim.led_beam_exponent,
+            led_power=sim.led_power,
+            isp_soften_px=sim.isp_soften_px,
+            isp_denoise_px=sim.isp_denoise_px,
+            temporal_keep=sim.temporal_denoise,
+            noise_scale=sim.noise_scale,
         )
 
     def scaled(self, width: int, height: int) -> Optics:

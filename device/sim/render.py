@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from device.sim.optics import LED_BEAM_EXPONENT, LED_INTENSITY, Optics
+from device.sim.optics import LED_INTENSITY, Optics
 from device.sim.scene import FLOOD_SKIN_RADIANCE, Placed, Scene
 from device.sim.surfaces import MM_PER_PX, Surface
 
@@ -179,6 +179,7 @@ def sector_radiance(geom: Geometry, optics: Optics, sector_gain: np.ndarray) -> 
     px, py, pz = geom.points
     nx, ny, nz = geom.normal
     leds = optics.led_positions().tolist()
+    m = optics.beam_exponent
     for r0, r1 in _bands(optics.height):
         b = slice(r0, r1)
         refl = geom.albedo[b] * geom.cover[b] * (1 / math.pi)
@@ -188,9 +189,15 @@ def sector_radiance(geom: Geometry, optics: Optics, sector_gain: np.ndarray) -> 
             inv_r = 1.0 / np.sqrt(r2)
             cos_surface = np.maximum((nx[b] * dx + ny[b] * dy + nz[b] * dz) * inv_r, 0)
             cos_beam = np.maximum(-dz * inv_r, 0)
-            if LED_BEAM_EXPONENT != 1.0:
-                cos_beam **= LED_BEAM_EXPONENT
-            out[k, b] = (LED_INTENSITY * float(sector_gain[k])) * cos_beam * cos_surface / r2 * refl
+            if m != 1.0:
+                cos_beam **= m
+            out[k, b] = (
+                (LED_INTENSITY * optics.led_power * float(sector_gain[k]))
+                * cos_beam
+                * cos_surface
+                / r2
+                * refl
+            )
     return out
 
 

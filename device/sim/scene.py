@@ -139,11 +139,21 @@ def _ambient(rng: np.random.Generator, condition: str | None) -> tuple[str, floa
     return condition, a, bg
 
 
-def _held_pose(rng: np.random.Generator, *, z: float | None = None) -> Pose:
-    z = float(rng.uniform(0.8, 1.2) * NOMINAL_DISTANCE_MM) if z is None else z
+@dataclass(frozen=True)
+class Reach:
+    """Where people hold things over a scanner: the distances (mm, drawn uniformly) and how far off
+    the lens's axis they stray (a standard deviation, as a share of the distance)."""
+
+    distance_mm: tuple[float, float] = (0.8 * NOMINAL_DISTANCE_MM, 1.2 * NOMINAL_DISTANCE_MM)
+    offset_sd: float = 0.05
+
+
+def _held_pose(rng: np.random.Generator, *, z: float | None = None, reach: Reach | None = None) -> Pose:
+    reach = reach or Reach()
+    z = float(rng.uniform(*reach.distance_mm)) if z is None else z
     return Pose(
-        x=float(rng.normal(0, 0.05) * z),
-        y=float(rng.normal(0, 0.05) * z),
+        x=float(rng.normal(0, reach.offset_sd) * z),
+        y=float(rng.normal(0, reach.offset_sd) * z),
         z=z,
         roll=180.0 + float(rng.uniform(-20, 20)),
         pitch=float(rng.normal(0, 5)),
@@ -160,8 +170,11 @@ def make_scene(
     motion: str = "hover",
     leave_after_s: float | None = None,
     light_seed: int | None = None,
+    reach: Reach | None = None,
 ) -> Scene:
     """A scene of ``kind`` (see SCENE_KINDS) drawn from ``seed``.
+
+    ``reach``: where the object is held (Reach: distances and straying off the axis).
 
     ``light_seed``: draw the shop's light (ambient and background) from this seed instead,
     so that every scene of a scenario has the same light.
@@ -176,7 +189,7 @@ def make_scene(
     light = seed if light_seed is None else light_seed
     cond, ambient, background = _ambient(np.random.default_rng([light, 1]), condition)
     mot = replace(_motion(np.random.default_rng([seed, 2]), motion), leave_at_s=leave_after_s)
-    pose = _held_pose(rng, z=distance_mm)
+    pose = _held_pose(rng, z=distance_mm, reach=reach)
     sub = int(rng.integers(2**31))
     objects: tuple[Placed, ...]
     if kind == "empty":

@@ -101,6 +101,8 @@ class HandShape:
     vein_depth: float
     vein_sigma_mm: float
     crease_depth: float
+    #: how far 940 nm light spreads in the dermis before it leaves the skin (a Gaussian sigma)
+    scatter_mm: float = 0.8
 
     @classmethod
     def random(cls, rng: np.random.Generator, *, openness: float | None = None) -> HandShape:
@@ -112,10 +114,13 @@ class HandShape:
             spread_deg=float(rng.uniform(5, 16)),
             openness=float(rng.uniform(0.9, 1.0)) if openness is None else openness,
             left=bool(rng.random() < 0.5),
-            albedo=float(rng.uniform(0.42, 0.58)),
-            vein_depth=float(rng.uniform(0.09, 0.18)),
-            vein_sigma_mm=float(rng.uniform(1.1, 1.8)),
+            # Skin's NIR albedo runs from about 0.35 (dark skin, 850 nm) to 0.7 (light skin, 940 nm);
+            # the veins' contrast with their depth under the skin and the blood's absorption.
+            albedo=float(rng.uniform(0.35, 0.7)),
+            vein_depth=float(rng.uniform(0.06, 0.22)),
+            vein_sigma_mm=float(rng.uniform(1.0, 2.0)),
             crease_depth=float(rng.uniform(0.08, 0.16)),
+            scatter_mm=float(rng.uniform(0.5, 1.3)),
         )
 
 
@@ -311,8 +316,8 @@ def hand(
             )
             vmap = _blur_mm(net, shape.vein_sigma_mm)
             albedo *= 1 - shape.vein_depth * vmap
-        # 940 nm light scatters a millimetre or more in the dermis before it leaves the skin.
-        albedo = _blur_mm(albedo, 0.8)
+        # 940 nm light scatters up to a millimetre or more in the dermis before it leaves the skin.
+        albedo = _blur_mm(albedo, shape.scatter_mm)
         albedo *= 1 - shape.crease_depth * _blur_mm(creases, 0.3)
         kind = "hand"
     height = height - 0.4 * _blur_mm(creases, 0.4)  # creases are grooves
@@ -329,6 +334,9 @@ def hand(
             "palm_l": shape.palm_l,
             "left": float(shape.left),
             "openness": shape.openness,
+            "skin_albedo": shape.albedo,
+            "vein_depth": shape.vein_depth if veins and not fake else 0.0,
+            "scatter_mm": shape.scatter_mm,
         },
     )
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from device.calibration.flatfield import NOMINAL_FOCAL_OF_WIDTH
 from device.vision import reasons as R
-from device.vision.roi import CROP_PX, Hand
+from device.vision.roi import CROP_PX, NOMINAL_ZOOM, Hand
 from device.vision.scales import Scales
 
 #: palm inscribed radius as a fraction of the frame width: nearer than this is too close. Farther
@@ -56,12 +56,18 @@ def _scales(crop: np.ndarray | Scales) -> Scales:
     return crop if isinstance(crop, Scales) else Scales(crop)
 
 
-def focus(crop: np.ndarray | Scales) -> float:
+def focus(crop: np.ndarray | Scales, zoom: float = NOMINAL_ZOOM) -> float:
     """Fine detail relative to brightness on the normalised crop (creases and skin texture), as a
     robust spread: the palm's outline in a corner of the crop is an edge that blurring leaves
-    strong in this band, and a blurred palm at the frame's edge passed on its outline alone."""
+    strong in this band, and a blurred palm at the frame's edge passed on its outline alone.
+
+    The band is 1 to 3 crop pixels at the nominal zoom (roi.NOMINAL_ZOOM); a palm enlarged more in
+    its crop (``zoom``: a wide lens, a far palm) holds no detail finer than its frame pixels, so
+    the band widens with the zoom: else a sharp but small palm read as out of focus (a 280 px lens
+    with palms at 130 to 200 mm: a third of them, issue #14)."""
     s = _scales(crop)
-    return s.band_spread(1.0, 3.0, 8) / s.mean
+    k = max(1.0, zoom / NOMINAL_ZOOM)
+    return s.band_spread(1.0 * k, 3.0 * k, 8) / s.mean
 
 
 def veins(crop: np.ndarray | Scales) -> float:
@@ -149,7 +155,7 @@ def assess(
     ex = exposure(np.ascontiguousarray(sub), hand.small_mask)
     m.update({f"exposure_{k}": v for k, v in ex.items()})
     scales = _scales(crop)
-    m["focus"] = focus(scales)
+    m["focus"] = focus(scales, hand.zoom)
     m["veins"] = veins(scales)
     m["motion_px"] = moved_px
     moved = moved_px / view  # as the nominal lens would see it
@@ -163,10 +169,14 @@ def assess(
         why.add(R.TOO_CLOSE)
     if max(abs(dx), abs(dy)) > OFF_CENTRE_MAX:
         why.add(R.OFF_CENTRE)
-    # Fingers can only be judged when they are in view (the whole outline but the arm); a fist
-    # shows no notch between fingers at all.
+    # Fingers can only be judged when they are in view (the whole outline but the arm, and the
+    # frame reaching as far toward them as they are counted); a fist shows no notch between
+    # fingers at all. An open hand whose fingers leave the frame is too close or partly out of it.
     if hand.outline_in_view and hand.fingers == 0:
-        why.add(R.OPEN_HAND)
+        if hand.fingers_in_view(w, h):
+            why.add(R.OPEN_HAND)
+        elif R.TOO_CLOSE not in why:
+            why.add(R.PARTIAL_HAND)
     if ex["p50"] < DARK_P50:
         why.add(R.TOO_DARK)
     if ex["p50"] > BRIGHT_P50 or ex["clipped"] > CLIP_FRACTION:
@@ -194,7 +204,15 @@ def assess(
 
 
 def crop(image: np.ndarray, hand: Hand, size: int = CROP_PX) -> np.ndarray:
-    """The normalised palm crop of an image (float32 kept for lit images)."""
-    return cv2.warpAffine(
-        image, hand.crop_matrix(size), (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    """The normalised palm crop of an image (float32 kept for lit images).
+
+    A palm larger in the frame than its crop (a long lens, a near palm: crop pixels per frame pixel
+    under 1) is smoothed first to the crop's own resolution: sampled as it is, each crop pixel would
+    keep one frame pixel's grain and fine detail, folded into the bands the checks measure (on a
+    560 px lens at 80 mm that read as texture on a fake hand, issue #14)."""
+    m = hand.crop_matrix(size)
+    scale = float(np.hypot(m[0, 0], m[0, 1]))  # crop pixels per frame pixel
+    if scale < 1.0:
+        sigma = 0.5 * math.sqrt(1.0 / (scale * scale) - 1.0)
+        image = cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

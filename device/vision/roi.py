@@ -19,6 +19,13 @@ CROP_PX = 320
 CROP_SIDE_R = 1.5
 
 
+#: crop pixels per frame pixel (Hand.zoom) of the median palm through the nominal lens at the
+#: nominal distance. The finest detail a frame holds is one frame pixel, whatever the lens and the
+#: distance: a palm small in the frame is enlarged more in the crop, and its finest detail spreads
+#: over more crop pixels (the texture cues and quality's focus widen their bands with it).
+NOMINAL_ZOOM = 1.75
+
+
 @dataclass(frozen=True)
 class Hand:
     """Where the hand is in a frame (pixel units of that frame)."""
@@ -53,6 +60,19 @@ class Hand:
         m[0, 2] += size / 2 - self.centre[0]
         m[1, 2] += size / 2 - self.centre[1]
         return m
+
+    #: how far toward the fingers (in palm radii) the frame must hold the hand for its fingers to be
+    #: counted: the notches between them, and the circles of 1.5 to 1.9 radii that cross them
+    FINGER_REACH_R = 2.0
+
+    def fingers_in_view(self, width: int, height: int) -> bool:
+        """Whether the frame holds the hand as far toward its fingers as they are counted: where
+        it does not, a count of none says nothing of a closed hand (the fingers left the frame)."""
+        inv = cv2.invertAffineTransform(self.crop_matrix(CROP_PX))
+        side = CROP_SIDE_R * self.radius
+        up = CROP_PX / 2 - self.FINGER_REACH_R * self.radius * CROP_PX / side  # crop y toward the fingers
+        x, y = inv @ np.array([CROP_PX / 2, up, 1.0])
+        return bool(0 <= x < width and 0 <= y < height)
 
     def roi(self, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         """The crop's bounding box in frame pixels, [x, y, w, h], clipped to the frame."""
