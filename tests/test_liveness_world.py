@@ -17,7 +17,6 @@ import pytest
 from device import cli
 from device.config import Config
 from device.evaluation import Rig, present, sim_flat_field
-from device.hardware import patterns
 from device.sim.scene import Reach, make_scene
 from device.sim.sheet import render_burst
 from device.stats import Rate, clopper_pearson
@@ -164,22 +163,9 @@ def _hand(centre: tuple[float, float], radius: float) -> Hand:
 # -- a rig's own fit, end to end through the command line -----------------------------------------------
 
 #: the rig whose bursts the fit is shown: a wide, narrow-beam ring on a longer lens
+#: where the fit's bursts are held: near the rig's focus, on its axis
+REACH = Reach((110.0, 140.0), 0.04)
 FIT_RIG = Rig(ring_mm=42.0, focal_px=450.0, beam_m=3.0, focus_mm=125.0, card_mm=125.0)
-
-
-def _write_burst(config: Config, kind: str, seed: int, out: Path) -> None:
-    scene = make_scene(kind, seed, motion="still", reach=Reach((110.0, 140.0), 0.04))
-    names = patterns.all_patterns(len(config.leds.sector_pins))
-    frames = render_burst(config, scene, names, exposure_us=2200, gain=2.0)
-    out.mkdir(parents=True)
-    entries = []
-    for f in frames:
-        role = f.leds or ""
-        ok, png = cv2.imencode(".png", f.pixels)
-        assert ok
-        (out / f"{role}.png").write_bytes(png.tobytes())
-        entries.append({"role": role, "roi": [0, 0, 640, 480], "exposure_us": 2200, "gain": 2.0})
-    (out / "manifest.json").write_text(json.dumps({"frames": entries}))
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +174,7 @@ def rig_bursts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pa
     writes them) and a BDIR of 24 live and 25 attack bursts."""
     from device.config import load_config
     from tests.conftest import EXAMPLE_CONFIG
+    from tests.test_vision_tools import burst_folder
 
     root = tmp_path_factory.mktemp("rig")
     text = EXAMPLE_CONFIG.read_text()
@@ -206,10 +193,12 @@ def rig_bursts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pa
                      "--save-frames", str(frames), "--file", str(root / "cal.toml")]) == 0  # fmt: skip
     bdir = root / "bursts"
     for seed in range(24):
-        _write_burst(config, "genuine", 610_000 + seed, bdir / "live" / f"palm{seed:02d}")
+        burst_folder(config, "genuine", 610_000 + seed, bdir / "live" / f"palm{seed:02d}", REACH)
     for i, kind in enumerate(("print_flat", "print_curved", "screen", "fake_hand", "print_flat_veins")):
         for seed in range(5):
-            _write_burst(config, kind, 620_000 + 10 * i + seed, bdir / "attack" / kind / f"{kind}{seed}")
+            burst_folder(
+                config, kind, 620_000 + 10 * i + seed, bdir / "attack" / kind / f"{kind}{seed}", REACH
+            )
     return cfg_path, frames, bdir
 
 

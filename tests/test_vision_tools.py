@@ -16,7 +16,7 @@ import pytest
 from device.config import Config
 from device.hardware import patterns
 from device.protocol.archive import CaptureFrame, build_archive
-from device.sim.scene import make_scene
+from device.sim.scene import Reach, make_scene
 from device.sim.sheet import render_burst
 
 
@@ -26,11 +26,13 @@ def palm(*args: str, cwd: Path | None = None, timeout: float = 600) -> subproces
     )
 
 
-def burst_folder(config: Config, kind: str, seed: int, out: Path) -> Path:
-    frames = render_burst(
-        config, make_scene(kind, seed, motion="still"), patterns.all_patterns(4), exposure_us=2200, gain=2.0
-    )
-    out.mkdir()
+def burst_folder(config: Config, kind: str, seed: int, out: Path, reach: Reach | None = None) -> Path:
+    """A burst of ``config``'s ring in the protocol's plaintext layout (``reach``: where the
+    object is held)."""
+    scene = make_scene(kind, seed, motion="still", reach=reach)
+    names = patterns.all_patterns(len(config.leds.sector_pins))
+    frames = render_burst(config, scene, names, exposure_us=2200, gain=2.0)
+    out.mkdir(parents=True)
     entries = []
     for f in frames:
         role = f.leds or ""
