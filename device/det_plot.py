@@ -27,7 +27,10 @@ def det_image(
     threshold: float,
     title: str,
     size: int = 640,
+    axes: tuple[str, str] = ("APCER", "BPCER"),
 ) -> np.ndarray:
+    """The DET curves of ``bona_fide`` scores against each kind of ``attacks`` (or, with ``axes``
+    ("FMR", "FNMR"), of mated scores against non-mated ones)."""
     img = np.full((size, size, 3), 255, np.uint8)
     left, top, right, bottom = 80, 50, size - 20, size - 70
     lo, hi = _dev(LO), _dev(HI)
@@ -47,8 +50,8 @@ def det_image(
         cv2.putText(img, label, (x - 14, bottom + 18), font, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
         cv2.putText(img, label, (left - 50, y + 4), font, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
     cv2.rectangle(img, (left, top), (right, bottom), (0, 0, 0), 1)
-    cv2.putText(img, "APCER", ((left + right) // 2 - 25, size - 25), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "BPCER", (8, top - 12), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, axes[0], ((left + right) // 2 - 25, size - 25), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, axes[1], (8, top - 12), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, title, (left, 30), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     bona = np.sort(np.asarray(bona_fide, float))
     for i, (kind, scores) in enumerate(sorted(attacks.items())):

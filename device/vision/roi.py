@@ -7,6 +7,7 @@ frame, is what gets checked and sealed.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -39,6 +40,12 @@ class Hand:
     touches_border: bool  # the palm square leaves the frame
     area_fraction: float
     outline_in_view: bool = True  # only the arm leaves the frame, so fingers can be counted
+    #: the crop's centre and side (frame pixels) where they differ from the palm circle's: set from
+    #: the valleys between the fingers when the outline shows them (see `finger_valleys`)
+    crop_centre: tuple[float, float] | None = None
+    crop_side: float | None = None
+    #: the valleys between index and middle, and ring and little finger, where they were found
+    valleys: tuple[tuple[float, float], tuple[float, float]] | None = None
 
     @cached_property
     def mask(self) -> np.ndarray:
@@ -47,18 +54,22 @@ class Hand:
         return cv2.resize(self.small_mask, (w * 2, h * 2), interpolation=cv2.INTER_NEAREST)
 
     @property
+    def side(self) -> float:
+        """The crop's side in frame pixels."""
+        return self.crop_side or CROP_SIDE_R * self.radius
+
+    @property
     def zoom(self) -> float:
         """Crop pixels per frame pixel in the normalised crop (CROP_PX wide): over 1, the crop
         is the frame's pixels enlarged, and holds no detail finer than a frame pixel."""
-        return CROP_PX / (CROP_SIDE_R * self.radius)
+        return CROP_PX / self.side
 
     def crop_matrix(self, size: int = CROP_PX) -> np.ndarray:
         """Affine map from the frame to the normalised crop (size x size)."""
-        side = CROP_SIDE_R * self.radius
-        scale = size / side
-        m = cv2.getRotationMatrix2D(self.centre, self.angle_deg, scale)
-        m[0, 2] += size / 2 - self.centre[0]
-        m[1, 2] += size / 2 - self.centre[1]
+        centre = self.crop_centre or self.centre
+        m = cv2.getRotationMatrix2D(centre, self.angle_deg, size / self.side)
+        m[0, 2] += size / 2 - centre[0]
+        m[1, 2] += size / 2 - centre[1]
         return m
 
     #: how far toward the fingers (in palm radii) the frame must hold the hand for its fingers to be
@@ -68,19 +79,20 @@ class Hand:
     def fingers_in_view(self, width: int, height: int) -> bool:
         """Whether the frame holds the hand as far toward its fingers as they are counted: where
         it does not, a count of none says nothing of a closed hand (the fingers left the frame)."""
-        inv = cv2.invertAffineTransform(self.crop_matrix(CROP_PX))
-        side = CROP_SIDE_R * self.radius
-        up = CROP_PX / 2 - self.FINGER_REACH_R * self.radius * CROP_PX / side  # crop y toward the fingers
-        x, y = inv @ np.array([CROP_PX / 2, up, 1.0])
+        # the crop turns the fingers up: in the frame they point the other way by angle_deg
+        a = math.radians(self.angle_deg)
+        x = self.centre[0] + math.sin(a) * self.FINGER_REACH_R * self.radius
+        y = self.centre[1] - math.cos(a) * self.FINGER_REACH_R * self.radius
         return bool(0 <= x < width and 0 <= y < height)
 
     def roi(self, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         """The crop's bounding box in frame pixels, [x, y, w, h], clipped to the frame."""
-        half = CROP_SIDE_R * self.radius / 2 * math.sqrt(2)
-        x0 = max(0, int(self.centre[0] - half))
-        y0 = max(0, int(self.centre[1] - half))
-        x1 = min(frame_shape[1], math.ceil(self.centre[0] + half))
-        y1 = min(frame_shape[0], math.ceil(self.centre[1] + half))
+        cx, cy = self.crop_centre or self.centre
+        half = self.side / 2 * math.sqrt(2)
+        x0 = max(0, int(cx - half))
+        y0 = max(0, int(cy - half))
+        x1 = min(frame_shape[1], math.ceil(cx + half))
+        y1 = min(frame_shape[0], math.ceil(cy + half))
         return x0, y0, x1 - x0, y1 - y0
 
 
@@ -129,6 +141,10 @@ def segment(lit: np.ndarray, *, min_area_fraction: float = 0.02) -> Hand | None:
         palms = sum(float(dist[parts == i].max()) > 0.8 * r for i in range(1, n_wide))
         blobs += max(palms - 1, 0)
     fingers = _finger_gaps(hand, r)
+    crop: dict[str, object] = {}
+    found = finger_valleys(hand, (float(cx), float(cy)), r)
+    if found is not None:
+        angle, crop = _aligned(found, (float(cx), float(cy)))
     # The whole outline is in view when only the arm crosses the frame's edge: one stretch of it.
     edge = np.concatenate([hand[0, :], hand[:, -1], hand[-1, ::-1], hand[::-1, 0]]).astype(np.int8)
     runs = int(np.sum(np.diff(np.concatenate([edge, edge[:1]])) == 1))
@@ -149,6 +165,7 @@ def segment(lit: np.ndarray, *, min_area_fraction: float = 0.02) -> Hand | None:
         touches_border=touches,
         area_fraction=float(areas.max()) / total,
         outline_in_view=outline_in_view,
+        **crop,  # type: ignore[arg-type]
     )
 
 
@@ -237,3 +254,95 @@ def _finger_gaps(mask: np.ndarray, r: float) -> int:
         if depth / 256.0 > 0.45 * r:
             gaps += 1
     return gaps
+
+
+#: the aligned crop, in units of the distance D between the two outer finger valleys (index-middle
+#: and ring-little): its side, and how far its centre lies from the valleys' midpoint toward the
+#: wrist. As the palmprint literature's ROI (Zhang et al. 2003, IEEE TPAMI 25(9)), the square hangs
+#: below the line through the valleys, turned square to it. On CASIA's hands D is about 1.1 palm
+#: radii, so the square is about the palm circle's crop; the two figures were chosen on the 120
+#: CASIA 940 nm images in ../shared/data/real-palms (no held-out set: see the README).
+VALLEY_SIDE_D = 1.3
+VALLEY_OFFSET_D = 0.85
+#: the outline this far from the palm's centre (in inscribed radii) is fingers
+FINGERTIP_R = 2.0
+
+
+def finger_valleys(
+    mask: np.ndarray, centre: tuple[float, float], r: float
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The valleys between the index and middle finger and between the ring and little finger (in
+    ``mask``'s pixels), or None where the outline does not show them.
+
+    Between four spread fingers the outline has three deep notches (deeper than half the palm's
+    inscribed radius ``r``), about a finger's width apart (0.25 to 0.9 r) and nearly in a line;
+    the thumb's notch, and the arm's or a lit wall's, lie well apart from them. Of every three deep
+    notches, the three whose spacing is most even and whose middle one lies nearest the line
+    through the outer two are taken, on the side the fingers point to where that is known (the
+    outline past FINGERTIP_R radii from the centre, away from the frame's edge: the fingertips);
+    a lit wall beside the arm can reach as far, and then only the notches' shape decides.
+    """
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    c = max(contours, key=cv2.contourArea)
+    if len(c) < 5:
+        return None
+    h, w = mask.shape
+    pts = c.reshape(-1, 2).astype(np.float64)
+    off = pts - np.array(centre)
+    dist = np.hypot(off[:, 0], off[:, 1])
+    inside = (pts[:, 0] > 1) & (pts[:, 0] < w - 2) & (pts[:, 1] > 1) & (pts[:, 1] < h - 2)
+    tips = inside & (dist > FINGERTIP_R * r)
+    # where far points lie on every side (a lit wall beside the arm), no one way the fingers point
+    f = (off[tips] / dist[tips, None]).mean(axis=0) if tips.sum() >= 3 else np.zeros(2)
+    norm = float(np.hypot(*f))
+    toward = f / norm if norm >= 0.5 else None
+    try:
+        defects = cv2.convexityDefects(c, cv2.convexHull(c, returnPoints=False))
+    except cv2.error:
+        return None
+    if defects is None or len(defects) == 0:  # OpenCV gives None for a convex outline
+        return None
+    notches = []
+    for _start, _end, far, depth in defects.reshape(-1, 4):
+        x, y = (float(v) for v in c[far][0])
+        if depth / 256.0 > 0.5 * r and 1 < x < w - 2 and 1 < y < h - 2:
+            notches.append(np.array([x, y]))
+    best: tuple[float, tuple[tuple[float, float], tuple[float, float]]] | None = None
+    for i, j, k in itertools.permutations(range(len(notches)), 3):
+        if i > j:
+            continue
+        a, b, m = notches[i], notches[j], notches[k]
+        d = float(np.linalg.norm(b - a))
+        mid = (a + b) / 2 - np.array(centre)
+        ahead = 1.0 if toward is None else float(mid @ toward) / (float(np.linalg.norm(mid)) + 1e-9)
+        if not 0.5 * r <= d <= 1.8 * r or ahead < 0.7:  # a finger's width apart, on the fingers' side
+            continue
+        gaps = float(np.linalg.norm(m - a)), float(np.linalg.norm(b - m))
+        if min(gaps) < 0.25 * r or max(gaps) > 0.9 * r:
+            continue
+        (ux, uy), (vx, vy) = b - a, m - a
+        off_line = abs(float(ux * vy - uy * vx)) / d  # the middle one's distance to the line a-b
+        cost = off_line / d + abs(gaps[0] - gaps[1]) / d
+        if cost < 0.45 and (best is None or cost < best[0]):
+            best = (cost, ((float(a[0]), float(a[1])), (float(b[0]), float(b[1]))))
+    return best[1] if best else None
+
+
+def _aligned(
+    valleys: tuple[tuple[float, float], tuple[float, float]], centre: tuple[float, float]
+) -> tuple[float, dict[str, object]]:
+    """The rotation that turns the line through the valleys level with the fingers up, and the
+    crop square below it (frame pixels: the valleys are in the half-resolution mask's)."""
+    (ax, ay), (bx, by) = valleys
+    d = math.hypot(bx - ax, by - ay)
+    mx, my = (ax + bx) / 2, (ay + by) / 2
+    nx, ny = -(by - ay) / d, (bx - ax) / d  # a normal of the line
+    if nx * (mx - centre[0]) + ny * (my - centre[1]) < 0:
+        nx, ny = -nx, -ny  # toward the fingers
+    angle = (math.degrees(math.atan2(ny, nx)) + 90.0 + 180.0) % 360.0 - 180.0
+    off = VALLEY_OFFSET_D * d
+    crop_centre = ((mx - nx * off) * 2.0 + 0.5, (my - ny * off) * 2.0 + 0.5)
+    full = ((ax * 2.0 + 0.5, ay * 2.0 + 0.5), (bx * 2.0 + 0.5, by * 2.0 + 0.5))
+    return angle, {"crop_centre": crop_centre, "crop_side": VALLEY_SIDE_D * d * 2.0, "valleys": full}

@@ -1,0 +1,138 @@
+"""The reference matcher, the crop aligned on the fingers' valleys, and the utility figures of
+`palm eval --real` (on CASIA's 940 nm images where they are present)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from device import cli, utility
+from device.ingest import matcher
+from device.vision import roi
+from tests.conftest import REAL_PALMS
+
+CASIA = REAL_PALMS / "casia-ms-940nm"
+needs_casia = pytest.mark.skipif(not CASIA.is_dir(), reason=f"real palm images not present at {CASIA}")
+
+
+def _lines_texture(seed: int, size: int = 320) -> np.ndarray:
+    """A palm-like picture of its own: dark curved lines of several widths on a lit ground."""
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size), 150, np.uint8)
+    for _ in range(25):
+        pts = np.cumsum(rng.normal(0, 14, (8, 2)), axis=0) + rng.uniform(0, size, 2)
+        cv2.polylines(img, [pts.astype(np.int32)], False, int(rng.uniform(60, 110)), int(rng.integers(2, 7)))
+    return cv2.GaussianBlur(img, (0, 0), 1.5)
+
+
+def _moved(img: np.ndarray, deg: float, shift_px: float) -> np.ndarray:
+    m = cv2.getRotationMatrix2D((img.shape[1] / 2, img.shape[0] / 2), deg, 1.0)
+    m[:, 2] += shift_px
+    return cv2.warpAffine(img, m, img.shape[::-1], borderMode=cv2.BORDER_REFLECT)
+
+
+def test_the_matcher_scores_one_pattern_moved_a_little_above_another_pattern() -> None:
+    a, b = _lines_texture(1), _lines_texture(2)
+    ta = matcher.template(a)
+    assert matcher.score(ta, ta) == pytest.approx(1.0)
+    same = matcher.score(matcher.template(_moved(a, 3.0, 4.0)), ta)
+    other = matcher.score(matcher.template(b), ta)
+    assert same > 0.7 and other < 0.62 and same - other > 0.15, (same, other)
+
+
+def test_the_score_is_one_minus_the_mean_angular_distance_in_thirds() -> None:
+    """An independent count: codes one orientation apart everywhere score 1 - 1/3, three apart 0."""
+    code = np.random.default_rng(3).integers(0, 6, (32, 32)).astype(np.uint8)
+    valid = np.ones_like(code, bool)
+
+    def t(c: np.ndarray) -> matcher.Template:
+        return matcher.Template(matcher.Code(c, valid), ())
+
+    assert matcher.score(t(code), t((code + 1) % 6), max_shift=0) == pytest.approx(2 / 3)
+    assert matcher.score(t(code), t((code + 3) % 6), max_shift=0) == pytest.approx(0.0)
+    assert matcher.score(t(code), t((code + 5) % 6), max_shift=0) == pytest.approx(2 / 3)
+
+
+def test_eer_and_fnmr_at_fmr_on_counted_scores() -> None:
+    non = [i / 1000 for i in range(1000)]  # 0.000 .. 0.999
+    t = utility.threshold_at(non, 0.01)
+    assert sum(s >= t for s in non) == 10 and sum(s >= t - 0.001 for s in non) == 11
+    assert utility.fnmr([0.5, 0.995, 0.999], t) == pytest.approx(1 / 3)
+    # separable: EER 0; one mated score among the non-mated: 1 of 4 mated, 1 of 4 non-mated
+    assert utility.eer([0.8, 0.9], [0.1, 0.2]) == 0.0
+    assert utility.eer([0.15, 0.7, 0.8, 0.9], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.25)
+
+
+def _hand_mask(angle_deg: float, size: int = 400) -> tuple[np.ndarray, tuple[float, float]]:
+    """A hand's outline at half resolution: a palm, four spread fingers and a thumb, turned by
+    ``angle_deg`` (0: fingers up), and where its two outer finger valleys are."""
+    m = np.zeros((size, size), np.uint8)
+    c = np.array([size / 2, size / 2 + 40])
+    a = math.radians(angle_deg)
+    rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+
+    def at(u: float, v: float) -> tuple[int, int]:
+        x, y = c + rot @ np.array([u, v])
+        return round(x), round(y)
+
+    cv2.ellipse(m, at(0, 0), (55, 62), -angle_deg, 0, 360, 1, -1)
+    for i, u in enumerate((-40.0, -14.0, 12.0, 38.0)):
+        tip = (u + (i - 1.5) * 12, -150.0 + 15 * abs(i - 1.5))
+        cv2.line(m, at(u, -40), at(*tip), 1, 22)
+    cv2.line(m, at(50, 10), at(110, -50), 1, 26)  # the thumb
+    return m, (27.0, -62.0)
+
+
+@pytest.mark.parametrize("angle", [0.0, 17.0, -35.0, 90.0])
+def test_the_crop_is_turned_by_the_line_through_the_finger_valleys(angle: float) -> None:
+    mask, _ = _hand_mask(angle)
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    cy, cx = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    found = roi.finger_valleys(mask, (float(cx), float(cy)), float(dist[cy, cx]))
+    assert found is not None
+    turn, crop = roi._aligned(found, (float(cx), float(cy)))
+    # the crop turns the frame by `turn` to put the fingers up: the hand was turned by -angle
+    assert (turn + angle + 180) % 360 - 180 == pytest.approx(0.0, abs=4.0)
+    (ax, ay), (bx, by) = found
+    assert 20 < math.hypot(bx - ax, by - ay) < 80 and crop["crop_side"] > 0
+
+
+def test_no_valleys_on_a_fist_keeps_the_palm_circles_crop() -> None:
+    m = np.zeros((400, 400), np.uint8)
+    cv2.ellipse(m, (200, 220), (60, 70), 0, 0, 360, 1, -1)
+    assert roi.finger_valleys(m, (200.0, 220.0), 60.0) is None
+
+
+@needs_casia
+def test_casias_palms_are_identified_from_the_scanners_crops(tmp_path: Path) -> None:
+    """The done-when's real figure: EER at most 8 % on the 120 CASIA 940 nm images, within a
+    session and across the two sessions a month apart (shots 1-3 and 4-6)."""
+    u = utility.measure_folder(CASIA, session=3)
+    assert len(u.samples) == 120 and not u.unusable
+    assert u.as_json()["eer"] <= 0.08
+    assert utility.eer(u.mated_scores(True), u.non_mated) <= 0.08
+    assert utility.eer(u.mated_scores(False), u.non_mated) <= 0.08
+
+
+@needs_casia
+def test_palm_eval_real_prints_the_figures_and_names_a_bad_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    few = tmp_path / "few"
+    few.mkdir()
+    for src in sorted(CASIA.glob("00[12]_l_940_0[1-4].jpg")):
+        shutil.copy(src, few / src.name)
+    plot = tmp_path / "det.png"
+    assert cli.main(["eval", "--real", str(few), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "8 crops of 2 palms" in out and "EER" in out and "FNMR at FMR 0.1 %" in out and "refuse" in out
+    assert cv2.imread(str(plot)).shape == (640, 640, 3)
+    (few / "holiday.jpg").write_bytes((few / "001_l_940_01.jpg").read_bytes())
+    assert cli.main(["eval", "--real", str(few)]) == 2
+    err = capsys.readouterr().err
+    assert "not named SUBJECT_HAND_N" in err and "holiday.jpg" in err and "Traceback" not in err
