@@ -1,8 +1,10 @@
 """The palm region: segment the hand, find the palm's centre, width and orientation, crop it.
 
-The crop is a square around the palm centre, rotated so the fingers point up and
-scaled so the palm's inscribed circle always has the same size: the crop, not the
-frame, is what gets checked and sealed.
+The crop is a square turned so the fingers point up: where the outline shows the valleys
+between the fingers, square to the line through them and scaled by their spacing (the
+palmprint literature's region of interest, repeatable enough for a matcher); else around the
+palm centre, turned by the wrist and scaled so the palm's inscribed circle always has the
+same size. The crop, not the frame, is what gets checked and sealed.
 """
 
 from __future__ import annotations
