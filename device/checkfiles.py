@@ -123,6 +123,12 @@ def _quality_json(v: Verdict) -> dict[str, Any]:
 def burst_verdict(path: Path, config: Config, flat: FlatField | None, model: L.Model) -> Verdict:
     """The verdict on one burst (a folder or a .tar in the protocol's plaintext layout); raises
     UnreadableError naming what is wrong with it."""
+    return _judge_burst(path, config, flat, model)[0]
+
+
+def _judge_burst(
+    path: Path, config: Config, flat: FlatField | None, model: L.Model
+) -> tuple[Verdict, dict[str, np.ndarray]]:
     frames, manifest = _read_burst(path)
     missing = {patterns.AMBIENT, patterns.FLOOD} - set(frames)
     if missing:
@@ -143,7 +149,7 @@ def burst_verdict(path: Path, config: Config, flat: FlatField | None, model: L.M
     if (w, h) != tuple(config.camera.main_size) and list(roi) != [0, 0, w, h]:
         # A sealed capture: the frames are already the palm crop.
         flat = _flat_for_crop(flat, roi, (w, h))
-    return analyse_burst(frames, exposure_us=exposure, gain=gain, flat=flat, model=model)
+    return analyse_burst(frames, exposure_us=exposure, gain=gain, flat=flat, model=model), frames
 
 
 def liveness_json(lv: L.Liveness | None) -> dict[str, Any] | None:
@@ -153,15 +159,21 @@ def liveness_json(lv: L.Liveness | None) -> dict[str, Any] | None:
 
 
 def check_path(
-    path: Path, config: Config, flat: FlatField | None = None, model: L.Model | None = None
+    path: Path,
+    config: Config,
+    flat: FlatField | None = None,
+    model: L.Model | None = None,
+    crop_to: Path | None = None,
 ) -> dict[str, Any]:
     """One input's JSON line; ``flat``: the flat fields bursts are judged against (a calibration
     given as frames), else the simulated scanner's; ``model``: the liveness model (a rig's own, from
-    `palm calibrate liveness`), else the shipped one."""
+    `palm calibrate liveness`), else the shipped one; ``crop_to``: write the crop the scanner would
+    seal there (a frame's, or a burst's flood frame's) as a PNG, and name it in the line."""
     out: dict[str, Any] = {"path": str(path)}
     try:
         if path.is_dir() or path.suffix == ".tar":
-            verdict = burst_verdict(path, config, flat, model or L.default_model())
+            verdict, frames = _judge_burst(path, config, flat, model or L.default_model())
+            frame = frames[patterns.FLOOD]
             out["quality"] = _quality_json(verdict)
             out["liveness"] = liveness_json(verdict.liveness)
         else:
@@ -170,14 +182,34 @@ def check_path(
             except OSError as exc:
                 raise UnreadableError(f"cannot read: {exc.strerror}") from None
             frame = _grey(cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None, path.name)
-            out["quality"] = _quality_json(analyse_frame(frame))
+            verdict = analyse_frame(frame)
+            out["quality"] = _quality_json(verdict)
             out["liveness"] = None
     except (UnreadableError, OSError, KeyError, StopIteration) as exc:
         return {
             "path": str(path),
             "error": str(exc) if isinstance(exc, UnreadableError) else f"cannot read: {exc}",
         }
+    if crop_to is not None:
+        out["crop"] = _write_crop(frame, verdict, crop_to)
     return out
+
+
+def _write_crop(frame: np.ndarray, verdict: Verdict, to: Path) -> str | None:
+    """The crop the scanner would seal, written to ``to`` (an offline tool's output, for an
+    outside matcher); None where no palm was found. Raises OutputError if it cannot be written."""
+    from device.errors import OutputError
+
+    if verdict.hand is None:
+        return None
+    ok, png = cv2.imencode(".png", verdict.hand.crop(frame))
+    try:
+        if not ok:
+            raise OSError("PNG encoding failed")
+        to.write_bytes(png.tobytes())
+    except OSError as exc:
+        raise OutputError(f"cannot write the crop {to}: {exc}") from None
+    return str(to)
 
 
 def _bursts_in(folder: Path) -> list[Path]:

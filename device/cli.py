@@ -60,15 +60,24 @@ def cmd_sim(args: argparse.Namespace) -> int:
         raise UsageError("palm sim needs --out FILE.png (one frame) or --contact-sheet FILE.png")
     try:
         patterns.levels(args.pattern, n)
+        if args.identity is not None and args.scene != "genuine":
+            raise ValueError(f"--identity is a person's palm: it needs --scene genuine, not {args.scene}")
         scene = make_scene(
-            args.scene, args.seed, condition=args.condition, distance_mm=args.distance_mm, motion=args.motion
+            args.scene,
+            args.seed,
+            condition=args.condition,
+            distance_mm=args.distance_mm,
+            motion=args.motion,
+            identity=args.identity,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     (frame,) = render_burst(config, scene, (args.pattern,), exposure_us=args.exposure_us, gain=args.gain)
     _write_png(args.out, frame.pixels)
     print(
-        f"wrote {args.out}: scene {scene.kind} seed {args.seed} ({scene.condition} light), "
+        f"wrote {args.out}: scene {scene.kind} seed {args.seed}"
+        + (f" identity {args.identity}" if args.identity is not None else "")
+        + f" ({scene.condition} light), "
         f"pattern {args.pattern}, {frame.width}x{frame.height}, mean grey "
         f"{float(frame.pixels.mean()):.1f}"
     )
@@ -198,8 +207,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_real(args: argparse.Namespace) -> int:
-    """`palm eval --real DIR`: the reference matcher on the scanner's crops of labelled images."""
+def _eval_utility(args: argparse.Namespace) -> int:
+    """`palm eval --real DIR` or `--identities N --presentations K`: the reference matcher on the
+    scanner's crops of labelled images, or of simulated palms."""
     import json
 
     from device import utility
@@ -207,7 +217,14 @@ def _eval_real(args: argparse.Namespace) -> int:
     if args.session < 1:
         raise UsageError("--session must be at least 1 (shots per session)")
     try:
-        u = utility.measure_folder(Path(args.real), session=args.session)
+        if args.real:
+            u = utility.measure_folder(Path(args.real), session=args.session)
+            source = args.real
+        else:
+            u = utility.measure_simulated(
+                _config_for(args), args.identities, args.presentations, first=args.seed, jobs=args.jobs
+            )
+            source = f"identities {args.seed}..{args.seed + args.identities - 1}, simulated"
     except utility.UtilityError as exc:
         raise UsageError(str(exc)) from None
     if args.plot:
@@ -215,13 +232,13 @@ def _eval_real(args: argparse.Namespace) -> int:
 
         mated = u.mated_scores()
         t = utility.threshold_at(u.non_mated, utility.FMRS[0])
-        title = f"DET, reference matcher, {len(u.samples)} crops of {Path(args.real).name}"
+        title = f"DET, reference matcher, {len(u.samples)} crops ({Path(source).name})"
         curve = {"scanner's crops": u.non_mated}  # one curve: mated against non-mated
         _write_png(args.plot, det_image(mated, curve, t, title, axes=("FMR", "FNMR")))
     if args.json:
         print(json.dumps(u.as_json()))
         return 0
-    print(f"palm eval --real {args.real}: the reference matcher (competitive code) on the scanner's crops")
+    print(f"palm eval: the reference matcher (competitive code) on the scanner's crops of {source}")
     for line in u.lines():
         print(line)
     print(
@@ -238,8 +255,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from device.sim.scene import ATTACKS
     from device.vision.liveness import default_model
 
-    if args.real:
-        return _eval_real(args)
+    if args.real or args.identities:
+        return _eval_utility(args)
     if args.samples < 1:
         raise UsageError("--samples must be at least 1")
     seeds = range(args.seed, args.seed + args.samples)
@@ -381,6 +398,29 @@ def _calibrate_liveness(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crops_out(folder: str | None, paths: list[str]) -> dict[Path, Path]:
+    """Where `palm check --crops-out` writes each input's crop: DIR/<name without extension>.png.
+    Two inputs of one name would overwrite each other: refused before anything is judged."""
+    if folder is None:
+        return {}
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot make --crops-out {out}: {exc.strerror}") from None
+    where: dict[Path, Path] = {}
+    for p in map(Path, paths):
+        target = out / f"{p.stem}.png"
+        clash = next((q for q, t in where.items() if t == target), None)
+        if clash is not None:
+            raise UsageError(
+                f"--crops-out: {clash} and {p} would both be written to {target}: give inputs of "
+                "different names"
+            )
+        where[p] = target
+    return where
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     import json
 
@@ -396,9 +436,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from device.vision.liveness import load_model
 
     model = load_model(args.liveness or config.calibration.liveness_file)
+    crops = _crops_out(args.crops_out, args.paths)
     for path in map(Path, args.paths):
         if not is_labelled(path):
-            print(json.dumps(check_path(path, config, flat, model)), flush=True)
+            print(json.dumps(check_path(path, config, flat, model, crops.get(path))), flush=True)
             continue
         rows, unjudged = [], 0
         for line, row in check_labelled(path, config, flat, model):
@@ -691,6 +732,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--scene", default="genuine", choices=SCENE_KINDS, help="what is held over the scanner")
     sim.add_argument("--seed", type=int, default=1, help="scene seed: the same seed, the same scene")
     sim.add_argument(
+        "--identity",
+        type=int,
+        metavar="I",
+        help="whose palm (a genuine scene): the same identity is the same palm, the seed only says how "
+        "it is presented (pose, distance, spread, light, noise); default: a palm of the seed's own",
+    )
+    sim.add_argument(
         "--pattern", default="flood", help="LED pattern: ambient, flood or sector-K (default flood)"
     )
     sim.add_argument("--out", metavar="FILE.png", help="write one frame here")
@@ -848,6 +896,14 @@ def build_parser() -> argparse.ArgumentParser:
         "scores, EER, FNMR at FMR 1 %% and 0.1 %%, the error-versus-reject curve of the quality score",
     )
     ev.add_argument(
+        "--identities",
+        type=int,
+        metavar="N",
+        help="instead: utility on N simulated palms (identities from --seed on), each presented "
+        "--presentations times through the real pipeline",
+    )
+    ev.add_argument("--presentations", type=int, default=4, metavar="K", help="with --identities (default 4)")
+    ev.add_argument(
         "--session",
         type=int,
         default=3,
@@ -879,6 +935,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="judge bursts against this calibration folder (manifest.json, dark.png, card-*.png: "
         "see `palm calibrate from-frames`) instead of the simulated scanner's",
+    )
+    ck.add_argument(
+        "--crops-out",
+        metavar="DIR",
+        help="also write the crop the scanner would seal of each input (a burst's flood frame) as "
+        "DIR/<input name without extension>.png, for an outside matcher; each line names it ('crop')",
     )
     ck.set_defaults(handler=cmd_check)
 

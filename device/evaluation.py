@@ -22,6 +22,8 @@ from device.calibration.flatfield import PALM_DISTANCE_MM, FlatField
 from device.capture import Settings, meter, take
 from device.clock import FakeClock
 from device.config import Config
+from device.hardware import patterns
+from device.ingest import matcher
 from device.sim.scanner import SimulatedScanner
 from device.sim.scene import Reach, Scene, fixed, make_scene
 from device.stats import Rate
@@ -113,11 +115,21 @@ class Presentation:
     bursts: int
     #: what the simulator knows of the presentation: the object's distance and its surface's facts
     facts: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: the reference matcher's template of the flood crop the scanner would seal (when asked for)
+    template: matcher.Template | None = None
 
 
 def present(
-    config: Config, scene: Scene, flat: FlatField, model: L.Model | None, *, max_bursts: int = 3
+    config: Config,
+    scene: Scene,
+    flat: FlatField,
+    model: L.Model | None,
+    *,
+    max_bursts: int = 3,
+    template: bool = False,
 ) -> Presentation:
+    """One presentation through the real pipeline (metering, bursts until quality passes, the
+    checks); ``template``: also the matcher's template of the flood crop (kept in memory)."""
     clock = FakeClock()
     # The scene began a second ago: the hand has arrived and hovers.
     with SimulatedScanner(
@@ -153,7 +165,10 @@ def present(
     if scene.objects:
         held = scene.objects[0]
         facts = {"distance_mm": round(held.pose.z, 1), **held.surface.facts}
-    return Presentation(scene.kind, scene.seed, verdict, cues, used, facts)
+    kept = None
+    if template and verdict.hand is not None:
+        kept = matcher.template(verdict.hand.crop(frames[patterns.FLOOD]))
+    return Presentation(scene.kind, scene.seed, verdict, cues, used, facts, kept)
 
 
 def present_kind(

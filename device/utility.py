@@ -2,7 +2,9 @@
 the reference matcher (device/ingest/matcher.py), EER, FNMR at a fixed FMR, and the error-versus-
 reject curve of the quality score (ISO/IEC 29794-1: a better score predicts a better match).
 
-For images a person hands over (an offline tool): a folder of labelled palm images, named
+On the simulator (`measure_simulated`): N identities presented K times each through the real
+pipeline (metering, bursts until quality passes), the template made of the flood crop the scanner
+would seal. For images a person hands over (an offline tool): a folder of labelled palm images, named
 ``SUBJECT_HAND_..._N`` as the CASIA multispectral set is (``001_l_940_04.jpg``: subject 001, left
 hand, shot 4). One identity is a subject's hand; shots ``1..session`` are a first session and the
 next ``session`` a second, as CASIA's two sessions a month apart.
@@ -11,17 +13,19 @@ next ``session`` a second, as CASIA's two sessions a month apart.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from device.config import Config
 from device.ingest import matcher
 from device.vision.pipeline import analyse_frame
-from device.vision.roi import CROP_PX
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _NAME = re.compile(r"^(?P<subject>[^_]+)_(?P<hand>[^_]+)_(?:.*_)?(?P<shot>\d+)$")
@@ -90,6 +94,11 @@ class Utility:
         ]
         for f in FMRS:
             t = threshold_at(self.non_mated, f)
+            if len(self.non_mated) * f < 1:
+                out.append(
+                    f"  FNMR at FMR {100 * f:g} %: not measurable with {len(self.non_mated)} non-mated pairs"
+                )
+                continue
             out.append(f"  FNMR at FMR {100 * f:g} %: {_pct(fnmr(m_all, t))} (threshold {t:.3f})")
         out.append(f"  error versus reject (FNMR at FMR {100 * FMRS[0]:g} %, lowest quality refused first):")
         for share, rate, n in self.reject_curve():
@@ -115,7 +124,7 @@ class Utility:
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
+    return "none (no pairs)" if math.isnan(x) else f"{100 * x:.2f} %"
 
 
 def _median(v: Sequence[float]) -> float:
@@ -158,14 +167,7 @@ def crop_of(frame: np.ndarray) -> tuple[np.ndarray | None, float, tuple[str, ...
     verdict = analyse_frame(frame)
     if verdict.hand is None:
         return None, 0.0, tuple(verdict.quality.reasons)
-    crop = cv2.warpAffine(
-        frame,
-        verdict.hand.crop_matrix(CROP_PX),
-        (CROP_PX, CROP_PX),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
-    return crop, float(verdict.quality.score), tuple(verdict.quality.reasons)
+    return verdict.hand.crop(frame), float(verdict.quality.score), tuple(verdict.quality.reasons)
 
 
 def read_grey(path: Path) -> np.ndarray:
@@ -217,3 +219,51 @@ def score_all(samples: list[Sample], unusable: list[str], session: int) -> Utili
     if not out.mated or not out.non_mated:
         raise UtilityError("the images need two or more shots of one palm and more than one palm")
     return out
+
+
+#: presentation seeds of identity I are IDENTITY_SEEDS + I * 1000 + j (away from every other
+#: tool's seeds, so that a presentation of a person is never a scene some test already drew)
+IDENTITY_SEEDS = 50_000_000
+
+
+def _present_identity(args: tuple[Any, Any, int, int]) -> Any:
+    from device.evaluation import present
+    from device.sim.scene import make_scene
+
+    config, flat, identity, j = args
+    scene = make_scene("genuine", IDENTITY_SEEDS + identity * 1000 + j, identity=identity)
+    return present(config, scene, flat, None, template=True)
+
+
+def measure_simulated(
+    config: Config, identities: int, presentations: int, first: int = 1, jobs: int = 1
+) -> Utility:
+    """Utility figures of ``identities`` simulated palms (identities ``first``.. on), each presented
+    ``presentations`` times (one session: the simulator's palms do not age)."""
+    import multiprocessing
+
+    from device.evaluation import sim_flat_field
+
+    if identities < 2 or presentations < 2:
+        raise UtilityError("utility needs at least 2 identities and 2 presentations of each")
+    flat = sim_flat_field(config)
+    work = [(config, flat, first + i, j) for i in range(identities) for j in range(presentations)]
+    if jobs <= 1:
+        done = [_present_identity(w) for w in work]
+    else:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            done = list(pool.imap(_present_identity, work, chunksize=4))
+    samples, unusable = [], []
+    for (_, _, identity, j), p in zip(work, done, strict=True):
+        if p.template is None:
+            unusable.append(
+                f"identity {identity} presentation {j + 1} ({', '.join(p.verdict.quality.reasons)})"
+            )
+            continue
+        q = p.verdict.quality
+        samples.append(
+            Sample(
+                Path(f"sim-{identity}-{j + 1}"), str(identity), j + 1, q.score, tuple(q.reasons), p.template
+            )
+        )
+    return score_all(samples, unusable, session=presentations)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 from pathlib import Path
@@ -12,7 +14,9 @@ import numpy as np
 import pytest
 
 from device import cli, utility
+from device.config import Config
 from device.ingest import matcher
+from device.sim import surfaces
 from device.vision import roi
 from tests.conftest import REAL_PALMS
 
@@ -136,3 +140,74 @@ def test_palm_eval_real_prints_the_figures_and_names_a_bad_folder(
     assert cli.main(["eval", "--real", str(few)]) == 2
     err = capsys.readouterr().err
     assert "not named SUBJECT_HAND_N" in err and "holiday.jpg" in err and "Traceback" not in err
+
+
+# -- identities in the simulator -------------------------------------------------------------------
+
+
+def _digest(s: surfaces.Surface) -> str:
+    return hashlib.sha256(s.albedo.tobytes() + s.height.tobytes() + s.mask.tobytes()).hexdigest()[:16]
+
+
+def test_a_seed_without_an_identity_keeps_the_palm_it_always_had() -> None:
+    """Digests taken from the code before identities existed (commit 06951c4): every old scene
+    keeps its look for its old seed."""
+    assert _digest(surfaces.hand(1)) == "7e942c6839af9a39"
+    assert _digest(surfaces.hand(7, fake=True)) == "a6c3d5e39d674cef"
+    assert _digest(surfaces.hand(12345)) == "da21a57cccab615d"
+
+
+def test_one_identity_is_one_palm_however_it_is_presented() -> None:
+    a1, a2 = surfaces.hand(101, identity=5), surfaces.hand(202, identity=5)
+    b = surfaces.hand(101, identity=6)
+    assert a1.facts["palm_w"] == a2.facts["palm_w"] != b.facts["palm_w"]
+    # the palm's middle (veins, creases, skin) is the same picture; another identity's is not
+    h, w = a1.albedo.shape
+    mid = (slice(h // 2 - 60, h // 2 + 20), slice(w // 2 - 50, w // 2 + 50))
+    same = np.corrcoef(a1.albedo[mid].ravel(), a2.albedo[mid].ravel())[0, 1]
+    other = np.corrcoef(a1.albedo[mid].ravel(), b.albedo[mid].ravel())[0, 1]
+    assert same > 0.95 and other < 0.5, (same, other)
+    # how it is held differs: the fingers' spread
+    assert not np.array_equal(a1.mask, a2.mask)
+
+
+def test_palm_sim_renders_an_identity_and_refuses_one_for_a_print(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.png"
+    assert cli.main(["sim", "--scene", "genuine", "--identity", "3", "--seed", "9", "--out", str(out)]) == 0
+    assert "identity 3" in capsys.readouterr().out and cv2.imread(str(out)) is not None
+    assert cli.main(["sim", "--scene", "print_flat", "--identity", "3", "--out", str(out)]) == 2
+    assert "needs --scene genuine" in capsys.readouterr().err
+
+
+def test_palm_eval_identities_reports_mated_and_non_mated_scores(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["eval", "--identities", "3", "--presentations", "2", "--jobs", "1", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["identities"] == 3 and got["crops"] + len(got["unusable"]) == 6
+    assert got["mated"] + got["non_mated"] == got["crops"] * (got["crops"] - 1) // 2
+
+
+# -- crops for an outside matcher ------------------------------------------------------------------
+
+
+def test_palm_check_writes_the_crop_it_would_seal(
+    config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_vision_tools import burst_folder
+
+    burst = burst_folder(config, "genuine", 7, tmp_path / "in" / "palm7")
+    frame = tmp_path / "in" / "frame.png"
+    frame.write_bytes((burst / "flood.png").read_bytes())
+    crops = tmp_path / "crops"
+    assert cli.main(["check", "--crops-out", str(crops), str(burst), str(frame)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["crop"] for line in lines] == [str(crops / "palm7.png"), str(crops / "frame.png")]
+    a, b = (cv2.imread(str(crops / n), cv2.IMREAD_UNCHANGED) for n in ("palm7.png", "frame.png"))
+    assert a.shape == (roi.CROP_PX, roi.CROP_PX) and a.dtype == np.uint8 and np.array_equal(a, b)
+    # two inputs of one name would overwrite each other's crop: refused before anything is judged
+    (tmp_path / "other").mkdir()
+    twin = tmp_path / "other" / "frame.png"
+    twin.write_bytes(frame.read_bytes())
+    assert cli.main(["check", "--crops-out", str(tmp_path / "c2"), str(frame), str(twin)]) == 2
+    assert "would both be written" in capsys.readouterr().err

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import cv2
-
 from device.calibration.calfile import Calibration
 from device.calibration.flatfield import FlatField
 from device.capture import Settings, meter, take
@@ -33,7 +31,6 @@ from device.vision import presence
 from device.vision import reasons as R
 from device.vision.pipeline import Verdict, analyse_burst
 from device.vision.quality import Quality, view_scale
-from device.vision.roi import CROP_PX
 
 GUIDE_TIMEOUT_S = 8.0
 LEAVE_TIMEOUT_S = 6.0
@@ -364,12 +361,9 @@ class ScanLoop:
         # Sealing: the palm crops of every frame, then nothing but ciphertext.
         t = self._stopwatch()
         hand = verdict.hand
-        m = hand.crop_matrix(CROP_PX)
         crops = []
         for f in frames:
-            pix = cv2.warpAffine(
-                f.pixels, m, (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-            )
+            pix = hand.crop(f.pixels)
             crops.append(
                 CaptureFrame(
                     role=f.leds or "",

@@ -171,8 +171,13 @@ def make_scene(
     leave_after_s: float | None = None,
     light_seed: int | None = None,
     reach: Reach | None = None,
+    identity: int | None = None,
 ) -> Scene:
     """A scene of ``kind`` (see SCENE_KINDS) drawn from ``seed``.
+
+    ``identity``: for a genuine palm, whose palm it is (the same identity is the same palm,
+    presented as ``seed`` says: pose, distance, spread, motion, light, noise); without, the
+    palm too is the seed's.
 
     ``reach``: where the object is held (Reach: distances and straying off the axis).
 
@@ -201,7 +206,7 @@ def make_scene(
     elif kind == "target":
         objects = (Placed(surfaces.focus_target(), Pose(z=distance_mm or NOMINAL_DISTANCE_MM, roll=0.0)),)
     elif kind == "genuine":
-        objects = (Placed(surfaces.hand(sub), pose, mot),)
+        objects = (Placed(surfaces.hand(sub, identity=identity), pose, mot),)
     elif kind == "closed_hand":
         objects = (Placed(surfaces.hand(sub, openness=float(rng.uniform(0.25, 0.5))), pose, mot),)
     elif kind == "partial_hand":

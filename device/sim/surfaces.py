@@ -15,6 +15,9 @@ import cv2
 import numpy as np
 
 MM_PER_PX = 0.5  # map resolution: 2 samples per millimetre
+#: the random stream a person's palm is drawn from (with their identity number), apart from any
+#: scene seed's
+IDENTITY_STREAM = 0x1D
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,9 +128,16 @@ class HandShape:
 
 
 def _hand_geometry(
-    shape: HandShape, rng: np.random.Generator, u: np.ndarray, v: np.ndarray
+    shape: HandShape,
+    rng: np.random.Generator,
+    u: np.ndarray,
+    v: np.ndarray,
+    pose_rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, tuple[float, float]]]:
-    """Masks and height of palm, wrist, thumb and fingers; returns (mask, height, palm_mask, marks)."""
+    """Masks and height of palm, wrist, thumb and fingers; returns (mask, height, palm_mask, marks).
+    ``rng`` draws what belongs to the hand (its relief), ``pose_rng`` (default ``rng``) how it is
+    held this time (the thumb's angle, each finger's)."""
+    pose_rng = rng if pose_rng is None else pose_rng
     a, b = shape.palm_w / 2, shape.palm_l / 2
     side = -1.0 if shape.left else 1.0  # the thumb is on +u for a right palm seen from below
     palm = ((np.abs(u) / a) ** 3 + (np.abs(v) / b) ** 3 <= 1.0).astype(np.float32)
@@ -137,7 +147,7 @@ def _hand_geometry(
     body = np.maximum(body, wrist)
     thumb = np.zeros_like(body)
     t_base = (side * a * 0.72, -b * 0.35)
-    t_ang = math.radians(rng.uniform(40, 62))
+    t_ang = math.radians(pose_rng.uniform(40, 62))
     t_len = shape.finger_len * rng.uniform(0.7, 0.8) * (0.55 + 0.45 * shape.openness)
     t_tip = (t_base[0] + side * math.sin(t_ang) * t_len, t_base[1] + math.cos(t_ang) * t_len)
     _polyline(thumb, np.array([t_base, t_tip]), shape.finger_w * 1.25)
@@ -148,7 +158,7 @@ def _hand_geometry(
     for i in range(4):
         x0 = side * a * (0.72 - 0.48 * i)  # index finger next to the thumb
         base = (x0, b * 0.88)
-        ang = math.radians(shape.spread_deg * (1.5 - i) * side * -1 + rng.normal(0, 1.5))
+        ang = math.radians(shape.spread_deg * (1.5 - i) * side * -1 + pose_rng.normal(0, 1.5))
         length = shape.finger_len * rel_len[i] * shape.openness
         tip = (base[0] + math.sin(ang) * length, base[1] + math.cos(ang) * length)
         width = shape.finger_w * (0.85 if i == 3 else 1.0)
@@ -292,12 +302,30 @@ def hand(
     veins: bool = True,
     fake: bool = False,
     shape: HandShape | None = None,
+    identity: int | None = None,
 ) -> Surface:
-    """A live palm (or, with ``fake``, a vein-less silicone cast of one)."""
+    """A live palm (or, with ``fake``, a vein-less silicone cast of one).
+
+    With ``identity``, the palm is that person's: its outline's proportions, relief, vein
+    networks, creases and skin come from the identity's own streams, and only how it is held
+    this time (finger spread, openness, the thumb's and fingers' angles) from ``seed``. Without,
+    everything comes from ``seed`` as it always has (a new person each seed)."""
     rng = np.random.default_rng(seed)
+    pose_rng = rng
+    vein_seed: int | list[int] = [seed, 31]
+    if identity is not None:
+        rng = np.random.default_rng([identity, IDENTITY_STREAM])
+        vein_seed = [identity, IDENTITY_STREAM, 31]
     shape = shape or HandShape.random(rng, openness=openness)
+    if identity is not None:
+        # a hand is spread and opened a little differently each time it is held out
+        shape = replace(
+            shape,
+            spread_deg=float(np.clip(shape.spread_deg + pose_rng.normal(0, 2.0), 4, 18)),
+            openness=float(pose_rng.uniform(0.9, 1.0)) if openness is None else openness,
+        )
     u, v = _grid(260, 300)
-    mask, height, _palm, marks = _hand_geometry(shape, rng, u, v)
+    mask, height, _palm, marks = _hand_geometry(shape, rng, u, v, pose_rng)
     creases = _creases(rng, shape, marks, mask.shape)
     if fake:
         # Silicone: brighter, uniform, light spreads far in it; creases survive the mould faintly.
@@ -312,7 +340,7 @@ def hand(
             # Two networks: one drawn with the hand, one from a stream of its own (so that adding
             # it changed no other draw), because one alone left some palms' middles bare.
             net = np.maximum(
-                _veins(rng, shape, mask.shape), _veins(np.random.default_rng([seed, 31]), shape, mask.shape)
+                _veins(rng, shape, mask.shape), _veins(np.random.default_rng(vein_seed), shape, mask.shape)
             )
             vmap = _blur_mm(net, shape.vein_sigma_mm)
             albedo *= 1 - shape.vein_depth * vmap

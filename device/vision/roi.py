@@ -74,6 +74,11 @@ class Hand:
         m[1, 2] += size / 2 - centre[1]
         return m
 
+    def crop(self, frame: np.ndarray, size: int = CROP_PX) -> np.ndarray:
+        """The normalised crop of ``frame`` (any frame of the burst): what the scanner seals."""
+        m = self.crop_matrix(size)
+        return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
     #: how far toward the fingers (in palm radii) the frame must hold the hand for its fingers to be
     #: counted: the notches between them, and the circles of 1.5 to 1.9 radii that cross them
     FINGER_REACH_R = 2.0
