@@ -99,11 +99,11 @@ def test_the_crop_is_turned_by_the_line_through_the_finger_valleys(angle: float)
     cy, cx = np.unravel_index(int(np.argmax(dist)), dist.shape)
     found = roi.finger_valleys(mask, (float(cx), float(cy)), float(dist[cy, cx]))
     assert found is not None
-    turn, crop = roi._aligned(found, (float(cx), float(cy)))
+    turn, _centre, side = roi._aligned(found, (float(cx), float(cy)))
     # the crop turns the frame by `turn` to put the fingers up: the hand was turned by -angle
     assert (turn + angle + 180) % 360 - 180 == pytest.approx(0.0, abs=4.0)
     (ax, ay), (bx, by) = found
-    assert 20 < math.hypot(bx - ax, by - ay) < 80 and crop["crop_side"] > 0
+    assert 20 < math.hypot(bx - ax, by - ay) < 80 and side > 0
 
 
 def test_no_valleys_on_a_fist_keeps_the_palm_circles_crop() -> None:

@@ -32,8 +32,10 @@ PRNU = 0.008
 #: downscale from the full-field mode (1640x1232 on the IMX219) to the 640x480 stream: it softens
 #: the image, not the noise, since each output pixel averages sensor pixels of their own. No
 #: denoise of its own: the adapter sets NoiseReductionMode Off (device.hardware.picamera), which on
-#: the Pi 4 and the Pi 5 turns off spatial and temporal denoise alike; a rig where it stays on is
-#: [sim] isp_denoise_px and temporal_denoise.
+#: the Pi 4 and the Pi 5 turns off spatial and temporal denoise alike (raspberrypi/libcamera
+#: src/ipa/rpi/controller/rpi/denoise.cpp: DenoiseMode::Off sets no "sdn" or "tdn" status); a rig
+#: where it stays on, as the tuning files' "sdn" and "tdn" blocks have it, is [sim]
+#: isp_denoise_px and temporal_denoise.
 HOT_PIXEL_FRACTION = 2e-5
 #: the grain's correlation between neighbouring output pixels, a Gaussian sigma in pixels: the
 #: demosaic interpolates each pixel from its neighbours, and the downscale's filter spans a little

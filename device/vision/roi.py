@@ -46,8 +46,6 @@ class Hand:
     #: the valleys between the fingers when the outline shows them (see `finger_valleys`)
     crop_centre: tuple[float, float] | None = None
     crop_side: float | None = None
-    #: the valleys between index and middle, and ring and little finger, where they were found
-    valleys: tuple[tuple[float, float], tuple[float, float]] | None = None
 
     @cached_property
     def mask(self) -> np.ndarray:
@@ -147,11 +145,12 @@ def segment(lit: np.ndarray, *, min_area_fraction: float = 0.02) -> Hand | None:
     if n_wide > 2:
         palms = sum(float(dist[parts == i].max()) > 0.8 * r for i in range(1, n_wide))
         blobs += max(palms - 1, 0)
-    fingers = _finger_gaps(hand, r)
-    crop: dict[str, object] = {}
-    found = finger_valleys(hand, (float(cx), float(cy)), r)
-    if found is not None:
-        angle, crop = _aligned(found, (float(cx), float(cy)))
+    traced = outline(hand)
+    fingers = _finger_gaps(traced, r)
+    crop_centre, crop_side = None, None
+    valleys = finger_valleys(hand, (float(cx), float(cy)), r, traced)
+    if valleys is not None:
+        angle, crop_centre, crop_side = _aligned(valleys, (float(cx), float(cy)))
     # The whole outline is in view when only the arm crosses the frame's edge: one stretch of it.
     edge = np.concatenate([hand[0, :], hand[:, -1], hand[-1, ::-1], hand[::-1, 0]]).astype(np.int8)
     runs = int(np.sum(np.diff(np.concatenate([edge, edge[:1]])) == 1))
@@ -172,7 +171,8 @@ def segment(lit: np.ndarray, *, min_area_fraction: float = 0.02) -> Hand | None:
         touches_border=touches,
         area_fraction=float(areas.max()) / total,
         outline_in_view=outline_in_view,
-        **crop,  # type: ignore[arg-type]
+        crop_centre=crop_centre,
+        crop_side=crop_side,
     )
 
 
@@ -237,30 +237,40 @@ def _orientation(mask: np.ndarray, centre: tuple[float, float], r: float) -> tup
     return best
 
 
-def _finger_gaps(mask: np.ndarray, r: float) -> int:
-    """Deep notches in the hand's outline: the gaps between spread fingers (0 for a fist)."""
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+@dataclass(frozen=True)
+class Outline:
+    """The hand blob's outline (every pixel of it) and its notches: the far points of the convexity
+    defects, with their depth in pixels, leaving out those the frame's edge makes."""
+
+    contour: np.ndarray  # (n, 2) x, y
+    notches: list[tuple[float, float, float]]
+
+
+def outline(mask: np.ndarray) -> Outline | None:
+    """The outline of ``mask``'s largest blob, once for every reader of it; None where it has none."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
-        return 0
+        return None
     c = max(contours, key=cv2.contourArea)
     if len(c) < 5:
-        return 0
-    hull = cv2.convexHull(c, returnPoints=False)
+        return None
     try:
-        defects = cv2.convexityDefects(c, hull)
-    except cv2.error:  # a self-touching outline: count nothing rather than guess
-        return 0
-    if defects is None or len(defects) == 0:  # OpenCV gives None when the outline is convex
-        return 0
+        defects = cv2.convexityDefects(c, cv2.convexHull(c, returnPoints=False))
+    except cv2.error:  # a self-touching outline: no notches rather than a guess
+        defects = None
     h, w = mask.shape
-    gaps = 0
-    for _start, _end, far, depth in defects.reshape(-1, 4):
-        fx, fy = c[far][0]
-        if fx <= 1 or fy <= 1 or fx >= w - 2 or fy >= h - 2:
-            continue  # a notch made by the frame's edge, not by fingers
-        if depth / 256.0 > 0.45 * r:
-            gaps += 1
-    return gaps
+    notches = []
+    # OpenCV gives None when the outline is convex
+    for _start, _end, far, depth in () if defects is None else defects.reshape(-1, 4):
+        x, y = (float(v) for v in c[far][0])
+        if 1 < x < w - 2 and 1 < y < h - 2:  # a notch made by the frame's edge is not the hand's
+            notches.append((x, y, depth / 256.0))
+    return Outline(c.reshape(-1, 2), notches)
+
+
+def _finger_gaps(found: Outline | None, r: float) -> int:
+    """Deep notches in the hand's outline: the gaps between spread fingers (0 for a fist)."""
+    return 0 if found is None else sum(1 for _x, _y, depth in found.notches if depth > 0.45 * r)
 
 
 #: the aligned crop, in units of the distance D between the two outer finger valleys (index-middle
@@ -276,10 +286,11 @@ FINGERTIP_R = 2.0
 
 
 def finger_valleys(
-    mask: np.ndarray, centre: tuple[float, float], r: float
+    mask: np.ndarray, centre: tuple[float, float], r: float, found: Outline | None = None
 ) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """The valleys between the index and middle finger and between the ring and little finger (in
-    ``mask``'s pixels), or None where the outline does not show them.
+    ``mask``'s pixels), or None where the outline does not show them; ``found``: the mask's
+    `outline`, where it was already traced.
 
     Between four spread fingers the outline has three deep notches (deeper than half the palm's
     inscribed radius ``r``), about a finger's width apart (0.25 to 0.9 r) and nearly in a line;
@@ -289,14 +300,11 @@ def finger_valleys(
     outline past FINGERTIP_R radii from the centre, away from the frame's edge: the fingertips);
     a lit wall beside the arm can reach as far, and then only the notches' shape decides.
     """
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return None
-    c = max(contours, key=cv2.contourArea)
-    if len(c) < 5:
+    found = outline(mask) if found is None else found
+    if found is None:
         return None
     h, w = mask.shape
-    pts = c.reshape(-1, 2).astype(np.float64)
+    pts = found.contour.astype(np.float64)
     off = pts - np.array(centre)
     dist = np.hypot(off[:, 0], off[:, 1])
     inside = (pts[:, 0] > 1) & (pts[:, 0] < w - 2) & (pts[:, 1] > 1) & (pts[:, 1] < h - 2)
@@ -305,17 +313,7 @@ def finger_valleys(
     f = (off[tips] / dist[tips, None]).mean(axis=0) if tips.sum() >= 3 else np.zeros(2)
     norm = float(np.hypot(*f))
     toward = f / norm if norm >= 0.5 else None
-    try:
-        defects = cv2.convexityDefects(c, cv2.convexHull(c, returnPoints=False))
-    except cv2.error:
-        return None
-    if defects is None or len(defects) == 0:  # OpenCV gives None for a convex outline
-        return None
-    notches = []
-    for _start, _end, far, depth in defects.reshape(-1, 4):
-        x, y = (float(v) for v in c[far][0])
-        if depth / 256.0 > 0.5 * r and 1 < x < w - 2 and 1 < y < h - 2:
-            notches.append(np.array([x, y]))
+    notches = [np.array([x, y]) for x, y, depth in found.notches if depth > 0.5 * r]
     best: tuple[float, tuple[tuple[float, float], tuple[float, float]]] | None = None
     for i, j, k in itertools.permutations(range(len(notches)), 3):
         if i > j:
@@ -339,9 +337,10 @@ def finger_valleys(
 
 def _aligned(
     valleys: tuple[tuple[float, float], tuple[float, float]], centre: tuple[float, float]
-) -> tuple[float, dict[str, object]]:
+) -> tuple[float, tuple[float, float], float]:
     """The rotation that turns the line through the valleys level with the fingers up, and the
-    crop square below it (frame pixels: the valleys are in the half-resolution mask's)."""
+    crop square below it: its centre and side in frame pixels (the valleys and ``centre`` are in
+    the half-resolution mask's)."""
     (ax, ay), (bx, by) = valleys
     d = math.hypot(bx - ax, by - ay)
     mx, my = (ax + bx) / 2, (ay + by) / 2
@@ -351,5 +350,4 @@ def _aligned(
     angle = (math.degrees(math.atan2(ny, nx)) + 90.0 + 180.0) % 360.0 - 180.0
     off = VALLEY_OFFSET_D * d
     crop_centre = ((mx - nx * off) * 2.0 + 0.5, (my - ny * off) * 2.0 + 0.5)
-    full = ((ax * 2.0 + 0.5, ay * 2.0 + 0.5), (bx * 2.0 + 0.5, by * 2.0 + 0.5))
-    return angle, {"crop_centre": crop_centre, "crop_side": VALLEY_SIDE_D * d * 2.0, "valleys": full}
+    return angle, crop_centre, VALLEY_SIDE_D * d * 2.0
