@@ -112,6 +112,41 @@ def test_no_valleys_on_a_fist_keeps_the_palm_circles_crop() -> None:
     assert roi.finger_valleys(m, (200.0, 220.0), 60.0) is None
 
 
+def _fingers_off_the_top(*, sleeve: bool = False, thumb: bool = True) -> np.ndarray:
+    """A lit frame: a palm, four fingers held together running off the frame's top, the forearm
+    running off its bottom (or ended by a dark sleeve in view), and the thumb in view."""
+    m = np.zeros((480, 640), np.uint8)
+    cv2.ellipse(m, (320, 250), (110, 125), 0, 0, 360, 200, -1)
+    cv2.rectangle(m, (225, 0), (415, 170), 200, -1)
+    cv2.rectangle(m, (250, 300), (390, 420 if sleeve else 479), 200, -1)
+    if thumb:
+        cv2.line(m, (410, 300), (520, 190), 200, 50)
+    return m
+
+
+@pytest.mark.parametrize("sleeve", [False, True])
+@pytest.mark.parametrize("turns", [0, 2])
+def test_the_thumb_tells_the_fingers_from_the_arm_when_both_leave_the_frame(sleeve: bool, turns: int) -> None:
+    """Both run off the frame, the fingers' block as wide as the arm or wider: the widest arc alone
+    took the fingers for the arm (a quarter of simulated presentations were cropped upside down).
+    The thumb ends in view and points away from the wrist; a sleeve's end is too wide to be a digit."""
+    frame = np.rot90(_fingers_off_the_top(sleeve=sleeve), turns).copy()
+    hand = roi.segment(frame)
+    assert hand is not None
+    want = 0.0 if turns == 0 else 180.0
+    assert (hand.angle_deg - want + 180) % 360 - 180 == pytest.approx(0.0, abs=5.0)
+
+
+def test_no_digit_in_view_gives_no_vote() -> None:
+    m = _fingers_off_the_top(thumb=False) // 200
+    dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)
+    cy, cx = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    assert roi.digits_point(m, (float(cx), float(cy)), float(dist[cy, cx]), 0.0) == 0.0
+    with_thumb = _fingers_off_the_top() // 200
+    assert roi.digits_point(with_thumb, (float(cx), float(cy)), float(dist[cy, cx]), 0.0) > 0
+    assert roi.digits_point(with_thumb, (float(cx), float(cy)), float(dist[cy, cx]), 180.0) < 0
+
+
 @needs_casia
 def test_casias_palms_are_identified_from_the_scanners_crops(tmp_path: Path) -> None:
     """The done-when's real figure: EER at most 8 % on the 120 CASIA 940 nm images, within a
