@@ -188,7 +188,24 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         slow_first=args.slow_first,
         slow_s=args.slow_s,
     )
-    ingest = Ingest(recipients=recipients, devices=devices, faults=faults)
+    gallery = None
+    if args.enrol is not None:
+        from device.ingest import matcher
+        from device.ingest.gallery import Gallery
+
+        labels = [x.strip() for x in args.enrol.split(",")]
+        if not all(labels):
+            raise UsageError(
+                f"--enrol {args.enrol!r} has an empty label: give LABEL,LABEL,... in arrival order"
+            )
+        fmr = matcher.DEFAULT_FMR if args.fmr is None else args.fmr
+        if fmr not in matcher.THRESHOLDS:
+            known = ", ".join(f"{f:g}" for f in sorted(matcher.THRESHOLDS))
+            raise UsageError(f"--fmr {fmr:g} has no measured threshold: one of {known}")
+        gallery = Gallery(labels, fmr)
+    elif args.fmr is not None:
+        raise UsageError("--fmr goes with --enrol")
+    ingest = Ingest(recipients=recipients, devices=devices, faults=faults, result=gallery)
     try:
         server = IngestServer(ingest, host=args.host, port=args.port, tls=tls, log_stream=sys.stdout)
     except OSError as exc:
@@ -203,6 +220,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             f"recipient kid {kids}",
             flush=True,
         )
+        if gallery is not None:
+            print(
+                f"palm ingest: enrols the first capture of each of {len(set(gallery.labels))} label(s) "
+                f"and identifies the rest with the reference matcher (threshold {gallery.threshold:.3f}, "
+                f"FMR {100 * gallery.fmr:g} % as measured on CASIA 940 nm; a demonstration, not a "
+                "production matcher)",
+                flush=True,
+            )
         stop.wait()
     return 0
 
@@ -864,6 +889,19 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--slow-s", type=float, default=2.0, metavar="S", help="how slow (default 2 s)")
     ing.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
     ing.add_argument("--tls-key", metavar="PEM", help="and this private key")
+    ing.add_argument(
+        "--enrol",
+        metavar="LABEL,LABEL,...",
+        help="the subject label of each capture in the order they arrive: the first of a label is "
+        "enrolled, later ones (and captures past the list) are identified by the reference matcher; "
+        "each answer's result carries the decision and score. Templates live in memory only",
+    )
+    ing.add_argument(
+        "--fmr",
+        type=float,
+        metavar="RATE",
+        help="with --enrol: the false-match rate the threshold is set for (0.01 or 0.001, the default)",
+    )
     ing.set_defaults(handler=cmd_ingest)
 
     ev = sub.add_parser(

@@ -23,7 +23,6 @@ from device.capture import Settings, meter, take
 from device.clock import FakeClock
 from device.config import Config
 from device.hardware import patterns
-from device.ingest import matcher
 from device.sim.scanner import SimulatedScanner
 from device.sim.scene import Reach, Scene, fixed, make_scene
 from device.stats import Rate
@@ -115,8 +114,8 @@ class Presentation:
     bursts: int
     #: what the simulator knows of the presentation: the object's distance and its surface's facts
     facts: dict[str, float] = dataclasses.field(default_factory=dict)
-    #: the reference matcher's template of the flood crop the scanner would seal (when asked for)
-    template: matcher.Template | None = None
+    #: the flood crop the scanner would seal (when asked for), for the reference matcher
+    crop: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
 
 def present(
@@ -126,10 +125,10 @@ def present(
     model: L.Model | None,
     *,
     max_bursts: int = 3,
-    template: bool = False,
+    crop: bool = False,
 ) -> Presentation:
     """One presentation through the real pipeline (metering, bursts until quality passes, the
-    checks); ``template``: also the matcher's template of the flood crop (kept in memory)."""
+    checks); ``crop``: also the flood crop the scanner would seal (kept in memory)."""
     clock = FakeClock()
     # The scene began a second ago: the hand has arrived and hovers.
     with SimulatedScanner(
@@ -166,8 +165,8 @@ def present(
         held = scene.objects[0]
         facts = {"distance_mm": round(held.pose.z, 1), **held.surface.facts}
     kept = None
-    if template and verdict.hand is not None:
-        kept = matcher.template(verdict.hand.crop(frames[patterns.FLOOD]))
+    if crop and verdict.hand is not None:
+        kept = verdict.hand.crop(frames[patterns.FLOOD])
     return Presentation(scene.kind, scene.seed, verdict, cues, used, facts, kept)
 
 

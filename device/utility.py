@@ -56,6 +56,22 @@ class Utility:
     session: int
     mated: list[tuple[int, int, float]] = field(default_factory=list)  # (i, j, score)
     non_mated: list[float] = field(default_factory=list)
+    #: how each mated pair lay on each other, in the order of ``mated``
+    alignments: list[matcher.Alignment] = field(default_factory=list)
+
+    def repeatability(self) -> dict[str, float]:
+        """How far one palm's crops lie from each other after the matcher's alignment: the shift
+        (fractions of the crop's side) at the median and the 90th percentile, the share of pairs
+        that needed a turn, and the share whose best shift or turn was the largest searched."""
+        if not self.alignments:
+            return {}
+        shift = [math.hypot(*a.shift) for a in self.alignments]
+        return {
+            "shift_median": float(np.median(shift)),
+            "shift_p90": float(np.percentile(shift, 90)),
+            "turned": float(np.mean([a.turn != 0 for a in self.alignments])),
+            "at_limit": float(np.mean([a.at_limit for a in self.alignments])),
+        }
 
     def mated_scores(self, across: bool | None = None) -> list[float]:
         """Every mated score, or those across sessions (``across``) or within one (not)."""
@@ -103,6 +119,15 @@ class Utility:
         out.append(f"  error versus reject (FNMR at FMR {100 * FMRS[0]:g} %, lowest quality refused first):")
         for share, rate, n in self.reject_curve():
             out.append(f"    refuse {100 * share:4.0f} %: FNMR {_pct(rate)} of {n} mated pairs")
+        rep = self.repeatability()
+        if rep:
+            out.append(
+                "  crop repeatability (one palm's crops against each other, as the matcher aligned "
+                f"them): shift median {100 * rep['shift_median']:.1f} %, 90th percentile "
+                f"{100 * rep['shift_p90']:.1f} % of the crop's side; turned {max(matcher.ROTATIONS):g} "
+                f"degrees: {100 * rep['turned']:.0f} % of "
+                f"pairs; at the search's limit: {100 * rep['at_limit']:.0f} %"
+            )
         for line in self.unusable:
             out.append(f"  no crop: {line}")
         return out
@@ -120,6 +145,7 @@ class Utility:
             "eer_across_sessions": eer(self.mated_scores(True), self.non_mated),
             "fnmr_at_fmr": {str(f): fnmr(m_all, threshold_at(self.non_mated, f)) for f in FMRS},
             "reject_curve": [{"refused": s, "fnmr": r, "mated": n} for s, r, n in self.reject_curve()],
+            "repeatability": self.repeatability(),
         }
 
 
@@ -211,11 +237,12 @@ def measure_folder(folder: Path, session: int = 3) -> Utility:
 def score_all(samples: list[Sample], unusable: list[str], session: int) -> Utility:
     out = Utility(samples, unusable, session)
     for i, j in itertools.combinations(range(len(samples)), 2):
-        s = matcher.score(samples[i].template, samples[j].template)
         if samples[i].identity == samples[j].identity:
-            out.mated.append((i, j, s))
+            a = matcher.align(samples[i].template, samples[j].template)
+            out.mated.append((i, j, a.score))
+            out.alignments.append(a)
         else:
-            out.non_mated.append(s)
+            out.non_mated.append(matcher.score(samples[i].template, samples[j].template))
     if not out.mated or not out.non_mated:
         raise UtilityError("the images need two or more shots of one palm and more than one palm")
     return out
@@ -232,7 +259,7 @@ def _present_identity(args: tuple[Any, Any, int, int]) -> Any:
 
     config, flat, identity, j = args
     scene = make_scene("genuine", IDENTITY_SEEDS + identity * 1000 + j, identity=identity)
-    return present(config, scene, flat, None, template=True)
+    return present(config, scene, flat, None, crop=True)
 
 
 def measure_simulated(
@@ -255,7 +282,7 @@ def measure_simulated(
             done = list(pool.imap(_present_identity, work, chunksize=4))
     samples, unusable = [], []
     for (_, _, identity, j), p in zip(work, done, strict=True):
-        if p.template is None:
+        if p.crop is None:
             unusable.append(
                 f"identity {identity} presentation {j + 1} ({', '.join(p.verdict.quality.reasons)})"
             )
@@ -263,7 +290,12 @@ def measure_simulated(
         q = p.verdict.quality
         samples.append(
             Sample(
-                Path(f"sim-{identity}-{j + 1}"), str(identity), j + 1, q.score, tuple(q.reasons), p.template
+                Path(f"sim-{identity}-{j + 1}"),
+                str(identity),
+                j + 1,
+                q.score,
+                tuple(q.reasons),
+                matcher.template(p.crop),
             )
         )
     return score_all(samples, unusable, session=presentations)

@@ -62,6 +62,23 @@ def test_the_score_is_one_minus_the_mean_angular_distance_in_thirds() -> None:
     assert matcher.score(t(code), t((code + 5) % 6), max_shift=0) == pytest.approx(2 / 3)
 
 
+def test_the_alignment_says_how_far_apart_two_crops_lay() -> None:
+    """A random code moved by whole grid points: the best comparison is at that shift, and one at
+    the largest shift searched is flagged, since the crops may lie further apart than looked for."""
+    code = np.random.default_rng(4).integers(0, 6, (32, 32)).astype(np.uint8)
+    valid = np.ones_like(code, bool)
+
+    def t(c: np.ndarray) -> matcher.Template:
+        return matcher.Template(matcher.Code(c, valid), ())
+
+    grid = matcher.STEP / matcher.SIZE  # one grid point, in fractions of the crop's side
+    near = matcher.align(t(np.roll(code, 2, axis=1)), t(code))
+    assert near.score == pytest.approx(1.0) and near.turn == 0.0
+    assert abs(near.shift[0]) == pytest.approx(2 * grid) and near.shift[1] == 0.0 and not near.at_limit
+    far = matcher.align(t(np.roll(code, matcher.MAX_SHIFT, axis=0)), t(code))
+    assert abs(far.shift[1]) == pytest.approx(matcher.MAX_SHIFT * grid) and far.at_limit
+
+
 def test_eer_and_fnmr_at_fmr_on_counted_scores() -> None:
     non = [i / 1000 for i in range(1000)]  # 0.000 .. 0.999
     t = utility.threshold_at(non, 0.01)
@@ -234,6 +251,9 @@ def test_palm_eval_identities_reports_mated_and_non_mated_scores(capsys: pytest.
     got = json.loads(capsys.readouterr().out)
     assert got["identities"] == 3 and got["crops"] + len(got["unusable"]) == 6
     assert got["mated"] + got["non_mated"] == got["crops"] * (got["crops"] - 1) // 2
+    rep = got["repeatability"]
+    assert set(rep) == {"shift_median", "shift_p90", "turned", "at_limit"}
+    assert 0 <= rep["shift_median"] <= rep["shift_p90"] <= 0.15 and 0 <= rep["at_limit"] <= 1
 
 
 # -- crops for an outside matcher ------------------------------------------------------------------

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from device.errors import ProtocolError
 from device.protocol import MAX_BODY, STALE_AFTER_S, multipart
-from device.protocol.archive import validate_archive
+from device.protocol.archive import ArchiveSummary, validate_archive
 from device.protocol.envelope import device_id_of, parse_envelope
 from device.protocol.keys import kid, raw_public
 from device.protocol.seal import open_sealed, verify_signature
@@ -59,13 +59,15 @@ class Ingest:
         devices: Mapping[str, Ed25519PublicKey],
         wall_clock: Callable[[], float] = time.time,
         faults: Faults | None = None,
-        result: Callable[[str, dict[str, Any]], Any] | None = None,
+        result: Callable[[str, dict[str, Any], ArchiveSummary], Any] | None = None,
     ) -> None:
+        """``result``: what the answer's ``result`` says of an accepted capture, given its device, its
+        envelope and its archive with the flood frame decoded (a `gallery.Gallery`); else null."""
         self._recipients = {kid(raw_public(k)): k for k in recipients}
         self._devices = dict(devices)
         self._wall = wall_clock
         self.faults = faults or Faults()
-        self._result = result or (lambda device, envelope: None)
+        self._result = result
         self._seen: dict[str, tuple[bytes, float, Any]] = {}
         self._lock = threading.Lock()
         self.requests = 0
@@ -126,14 +128,17 @@ class Ingest:
             raise ProtocolError("undecryptable", f"unknown recipient key {env['recipient']}", 422)
         plaintext = open_sealed(envelope, sealed, recipient)
         # 6. the archive
-        summary = validate_archive(plaintext, env["content"]["frames"])
+        keep = "flood" if self._result is not None else None
+        summary = validate_archive(plaintext, env["content"]["frames"], keep=keep)
         log["sizes"] = [list(s) for s in summary.sizes]
         # 7. accepted
-        result = self._result(device_id, env)
+        result = self._result(device_id, env, summary) if self._result is not None else None
         with self._lock:
             if capture_id in self._seen:  # a concurrent twin got here first
                 return self._check(headers, body)
             self._seen[capture_id] = (digest, self._wall(), result)
+        if result is not None:
+            log["result"] = result
         return Answer(201, {"capture_id": capture_id, "status": "accepted", "result": result}, log=log)
 
     def _forget_old(self) -> None:

@@ -14,7 +14,7 @@ import struct
 import tarfile
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -158,10 +158,13 @@ def _png_header(data: bytes) -> tuple[int, int, int, int]:
 class ArchiveSummary:
     roles: list[str]
     sizes: list[tuple[int, int]]
+    #: the decoded frame of the role asked for (``keep``), for a matcher in the receiver's memory
+    kept: np.ndarray | None = field(default=None, repr=False)
 
 
-def validate_archive(plaintext: bytes, roles: list[str]) -> ArchiveSummary:
-    """Receiver step 6: raise ProtocolError('malformed') on anything outside the protocol."""
+def validate_archive(plaintext: bytes, roles: list[str], keep: str | None = None) -> ArchiveSummary:
+    """Receiver step 6: raise ProtocolError('malformed') on anything outside the protocol. Every
+    frame is decoded and then blanked, except the one of role ``keep``, which the summary holds."""
     try:
         tar = tarfile.open(fileobj=io.BytesIO(plaintext), mode="r:")  # noqa: SIM115 - in memory
         members = []
@@ -196,6 +199,7 @@ def validate_archive(plaintext: bytes, roles: list[str]) -> ArchiveSummary:
     if [m.name for m in members[1:]] != [f"{r}.png" for r in roles]:
         raise ProtocolError("malformed", "archive members do not follow the manifest's roles")
     sizes = []
+    kept = None
     for entry, member in zip(entries, members[1:], strict=True):
         if set(entry) != MANIFEST_FIELDS:
             raise ProtocolError("malformed", f"manifest entry for {entry['role']} has fields {sorted(entry)}")
@@ -213,6 +217,9 @@ def validate_archive(plaintext: bytes, roles: list[str]) -> ArchiveSummary:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if img is None or img.dtype != np.uint8 or img.shape != (h, w):
             raise ProtocolError("malformed", f"{member.name} does not decode to {w}x{h} greyscale")
-        img.fill(0)
+        if entry["role"] == keep:
+            kept = img
+        else:
+            img.fill(0)
         sizes.append((w, h))
-    return ArchiveSummary(roles=roles, sizes=sizes)
+    return ArchiveSummary(roles=roles, sizes=sizes, kept=kept)
