@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -10,14 +11,16 @@ from pathlib import Path
 
 from tests.conftest import EXAMPLE_CONFIG
 
+PALM = (sys.executable, "-m", "device")
+
 
 def palm(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "device", *args], capture_output=True, text=True, cwd=cwd, timeout=120
-    )
+    return subprocess.run([*PALM, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
-def test_keys_ingest_and_send_test_work_together(tmp_path: Path) -> None:
+def _cloud_and_scanner(tmp_path: Path, *ingest_args: str) -> tuple[subprocess.Popen[str], str]:
+    """As the README says: the device's keys, the development cloud's, the ingest started (its
+    process) and scanner.toml written for it (its text)."""
     init = palm("keys", "init", "--out", "device.pem", "--device-id", "lane-1", cwd=tmp_path)
     register = re.search(r"register it with the cloud as: (\S+)", init.stdout)
     assert register, init.stdout
@@ -26,9 +29,7 @@ def test_keys_ingest_and_send_test_work_together(tmp_path: Path) -> None:
     assert config_line
     ingest = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "device",
+            *PALM,
             "ingest",
             "--port",
             "0",
@@ -36,27 +37,31 @@ def test_keys_ingest_and_send_test_work_together(tmp_path: Path) -> None:
             "cloud.pem",
             "--device",
             register.group(1),
-            "--busy-first",
-            "1",
+            *ingest_args,
         ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert ingest.stdout is not None
+    banner = ingest.stdout.readline()
+    url = re.search(r"on (http://127\.0\.0\.1:\d+)/v1/captures", banner)
+    assert url, banner
+    text = EXAMPLE_CONFIG.read_text()
+    text = re.sub(r'(?m)^id = ".*"', 'id = "lane-1"', text)
+    text = re.sub(r'(?m)^key_file = ".*"', 'key_file = "device.pem"', text)
+    text = re.sub(r'(?m)^endpoint = ".*"', f'endpoint = "{url.group(1)}"', text)
+    text = re.sub(
+        r'(?m)^recipient_public_key = ".*"', f'recipient_public_key = "{config_line.group(1)}"', text
+    )
+    (tmp_path / "scanner.toml").write_text(text)
+    return ingest, text
+
+
+def test_keys_ingest_and_send_test_work_together(tmp_path: Path) -> None:
+    ingest, text = _cloud_and_scanner(tmp_path, "--busy-first", "1")
     try:
-        assert ingest.stdout is not None
-        banner = ingest.stdout.readline()
-        url = re.search(r"on (http://127\.0\.0\.1:\d+)/v1/captures", banner)
-        assert url, banner
-        text = EXAMPLE_CONFIG.read_text()
-        text = re.sub(r'(?m)^id = ".*"', 'id = "lane-1"', text)
-        text = re.sub(r'(?m)^key_file = ".*"', 'key_file = "device.pem"', text)
-        text = re.sub(r'(?m)^endpoint = ".*"', f'endpoint = "{url.group(1)}"', text)
-        text = re.sub(
-            r'(?m)^recipient_public_key = ".*"', f'recipient_public_key = "{config_line.group(1)}"', text
-        )
-        (tmp_path / "scanner.toml").write_text(text)
         ok = palm("send-test", "--config", "scanner.toml", cwd=tmp_path)
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert re.fullmatch(
@@ -83,3 +88,39 @@ def test_keys_ingest_and_send_test_work_together(tmp_path: Path) -> None:
     assert "unreachable (" in down.stdout and "Connection refused" in down.stdout
     bad = palm("send-test", "--config", "scanner.toml", "--wait", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "--wait 0: give 1 to 120 seconds" in bad.stderr
+
+
+def test_from_a_hand_to_the_clouds_match_answer(tmp_path: Path) -> None:
+    """The simulated scanner's shoppers to an ingest told their labels: what the scanner's story
+    says of each capture is what the cloud decided, the first of each label enrolled."""
+    ingest, _ = _cloud_and_scanner(tmp_path, "--enrol", "alice,bob")
+    try:
+        assert ingest.stdout is not None
+        assert "enrols the first capture of each of 2 label(s)" in ingest.stdout.readline()
+        url = re.search(r'endpoint = "([^"]+)"', (tmp_path / "scanner.toml").read_text())
+        assert url
+        run = subprocess.run(
+            [
+                *PALM,
+                "run",
+                "--simulate",
+                "--config",
+                "scanner.toml",
+                "--endpoint",
+                url.group(1),
+                "--scans",
+                "3",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        ingest.send_signal(signal.SIGTERM)
+        out, err = ingest.communicate(timeout=20)
+    told = re.findall(r"the cloud says (\w+)", run.stdout)
+    decided = [json.loads(line)["result"]["decision"] for line in out.splitlines()]
+    assert told == decided and told[:2] == ["enrolled", "enrolled"], (told, decided)
+    assert "Traceback" not in err

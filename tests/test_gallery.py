@@ -128,3 +128,13 @@ def test_palm_ingest_refuses_a_bad_label_list_and_an_unmeasured_rate(tmp_path: P
             timeout=60,
         )
         assert run.returncode == 2 and said in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_a_log_line_carries_only_the_clouds_decision_word() -> None:
+    from device.daemon.loop import cloud_decision
+
+    assert cloud_decision({"decision": "match", "subject": "alice", "token": "pay-123"}) == "match"
+    assert cloud_decision({"decision": "no_match"}) == "no_match"
+    for hostile in (None, "match", ["match"], {"decision": 1}, {"decision": "x" * 33}, {"decision": "a\nb"}):
+        assert cloud_decision(hostile) is None, hostile
+    assert cloud_decision({"decision": "tōken"}) is None

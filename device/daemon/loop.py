@@ -72,6 +72,16 @@ LIGHTS: dict[str, dict[str, Any]] = {
 }
 
 
+def cloud_decision(result: Any) -> str | None:
+    """The one word of the cloud's ``result`` a log line may carry: its ``decision`` where that is
+    a short plain word (the reference ingest's ``enrolled``, ``match``, ``no_match``); never the
+    rest, which may hold a payment token or who the shopper is."""
+    word = result.get("decision") if isinstance(result, dict) else None
+    if isinstance(word, str) and 0 < len(word) <= 32 and word.replace("_", "").isalnum() and word.isascii():
+        return word
+    return None
+
+
 @dataclass
 class Scan:
     """One shopper's scan, as the summary counts it."""
@@ -393,6 +403,7 @@ class ScanLoop:
                     "capture_id": capture.capture_id,
                     "ms": round(stages["uploading"]),
                     "status": delivery.status,
+                    "cloud_decision": cloud_decision(delivery.result),
                 }
             )
             return self._finish(seen, stages, "accepted", [], kind, capture.capture_id)

@@ -221,8 +221,10 @@ def _describe(event: dict[str, Any], kind: str | None) -> str:
         again = "taking the burst again" if event["retake"] else "asking the shopper to try again"
         return f"liveness cannot tell ({', '.join(event['reasons'])}): {again}"
     if e == "uploaded":
+        said = f"; the cloud says {event['cloud_decision']}" if event.get("cloud_decision") else ""
         return (
-            f"sealed and uploaded in {event['ms']} ms (HTTP {event['status']}, capture {event['capture_id']})"
+            f"sealed and uploaded in {event['ms']} ms (HTTP {event['status']}, capture "
+            f"{event['capture_id']}){said}"
         )
     if e == "upload_failed":
         return f"upload failed: {event['outcome']} ({event['error']})"
