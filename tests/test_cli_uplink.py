@@ -7,7 +7,11 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import EXAMPLE_CONFIG
 
@@ -124,3 +128,50 @@ def test_from_a_hand_to_the_clouds_match_answer(tmp_path: Path) -> None:
     decided = [json.loads(line)["result"]["decision"] for line in out.splitlines()]
     assert told == decided and told[:2] == ["enrolled", "enrolled"], (told, decided)
     assert "Traceback" not in err
+
+
+class _Liar(BaseHTTPRequestHandler):
+    """Answers every capture with HTTP 201, but not with the protocol's acknowledgement of it."""
+
+    reply = b""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.reply)))
+        self.end_headers()
+        self.wfile.write(self.reply)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b'{"capture_id": "01a2aaaa-0000-7000-8000-000000000000", "status": "accepted", "result": null}',
+        b"<html>created</html>",
+        b"{" + b" " * 3_000_000 + b"}",
+    ],
+    ids=["another-capture-id", "garbage", "huge"],
+)
+def test_send_test_fails_unless_its_own_capture_is_acknowledged(tmp_path: Path, reply: bytes) -> None:
+    handler = type("Liar", (_Liar,), {"reply": reply})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ingest, text = _cloud_and_scanner(tmp_path)
+        ingest.send_signal(signal.SIGTERM)
+        ingest.communicate(timeout=20)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        (tmp_path / "liar.toml").write_text(re.sub(r'(?m)^endpoint = ".*"', f'endpoint = "{url}"', text))
+        r = palm("send-test", "--config", "liar.toml", "--wait", "2", cwd=tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (
+        r.stdout.startswith("not delivered")
+        and "HTTP 201, bad_reply (reply is not the protocol's)" in r.stdout
+    )
