@@ -17,7 +17,7 @@ import numpy as np
 
 from device import __version__
 from device.config import Config, defaults_for_simulation, load_config
-from device.errors import OutputError, ScannerError, UsageError
+from device.errors import KeyFileError, OutputError, ScannerError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -88,7 +88,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from device.protocol.keys import b64, kid, load_device_key, raw_public, write_private_key
+    from device.protocol.keys import (
+        b64,
+        kid,
+        load_device_key,
+        raw_public,
+        write_new_file,
+        write_private_key,
+    )
 
     if args.action == "init":
         key = Ed25519PrivateKey.generate()
@@ -105,13 +112,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
         return 0
     key_x = X25519PrivateKey.generate()
     out = Path(args.out)
+    pub_path = out.with_name(out.name + ".pub")
+    if os.path.lexists(pub_path):  # before the private half is made: never one without the other
+        raise KeyFileError(f"{str(pub_path)!r} already exists: a key is never overwritten")
     write_private_key(out, key_x)
     raw = raw_public(key_x)
-    pub_path = out.with_name(out.name + ".pub")
-    try:
-        pub_path.write_text(b64(raw) + "\n")
-    except OSError as exc:
-        raise OutputError(f"cannot write {str(pub_path)!r}: {exc.strerror}") from None
+    write_new_file(pub_path, (b64(raw) + "\n").encode("ascii"), 0o644)
     print(f"wrote recipient private key {out} (X25519, PKCS#8 PEM, mode 0600): for palm ingest only")
     print(f"wrote recipient public key {pub_path} (kid {kid(raw)})")
     print(f'for the scanner config, [cloud]: recipient_public_key = "{b64(raw)}"')

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from device.errors import ConfigError
+from device.protocol.keys import low_order
 
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 BCM_PINS = range(2, 28)  # the BCM GPIO numbers on the 40-pin header of a Pi 4 and Pi 5
@@ -75,6 +76,12 @@ class CloudConfig:
             raise ConfigError(
                 f"[cloud] recipient_public_key = {self.recipient_public_key!r} is not valid: "
                 f"it must be standard base64 of exactly 32 bytes (got {len(raw)} bytes)"
+            )
+        if low_order(raw):
+            raise ConfigError(
+                f"[cloud] recipient_public_key = {self.recipient_public_key!r} is not valid: it is an "
+                "X25519 key of small order (all zeros is one), to which no seal is secret; give the "
+                "cloud's real key (palm keys recipient prints one for a development cloud)"
             )
         if self.pin_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.pin_sha256):
             raise ConfigError(
@@ -405,7 +412,12 @@ def defaults_for_simulation(
     *, device_id: str = "sim-scanner", recipient_public_key: bytes | None = None
 ) -> Config:
     """A config for the simulated scanner when the user gives none."""
-    key = recipient_public_key if recipient_public_key is not None else bytes(32)
+    if recipient_public_key is None:
+        # a key no one holds the private half of, until the simulated scanner makes its own
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        recipient_public_key = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    key = recipient_public_key
     return Config(
         device=DeviceConfig(id=device_id, key_file=Path("/nonexistent/sim-key.pem")),
         cloud=CloudConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import subprocess
@@ -110,3 +111,101 @@ def test_send_test_refuses_a_readable_key_without_a_traceback(tmp_path: Path) ->
         f"palm send-test: device key '{key}' can be read by others (mode 0644): "
         f"make it mode 0600 with `chmod 600 {key}`"
     )
+
+
+def test_a_public_key_is_never_written_through_a_symlink(tmp_path: Path) -> None:
+    """The review's case: cloud.pem.pub a symlink to another file, which was overwritten."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "cloud.pem.pub").symlink_to(victim)
+    r = palm("keys", "recipient", "--out", "cloud.pem", cwd=tmp_path)
+    assert r.returncode == 78 and "cloud.pem.pub' already exists" in r.stderr and "Traceback" not in r.stderr
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "cloud.pem").exists()  # never a private half without its public half
+    (tmp_path / "dev.pem").symlink_to(tmp_path / "nowhere.pem")  # dangling: still a name taken
+    r = palm("keys", "init", "--out", "dev.pem", cwd=tmp_path)
+    assert r.returncode == 78 and "never overwritten" in r.stderr
+    assert not (tmp_path / "nowhere.pem").exists()
+
+
+#: run `palm keys init` with files limited to 100 bytes: the write fails part-way (EFBIG)
+_SHORT_WRITE = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+from device import cli
+sys.exit(cli.main(["keys", "init", "--out", "dev.pem"]))
+"""
+
+
+def test_a_key_that_cannot_be_written_whole_leaves_no_file(tmp_path: Path) -> None:
+    """The review's case: the write's result was not checked, so a short write (a full disk, a
+    power cut) left a truncated key that was never made again."""
+    r = subprocess.run(
+        [sys.executable, "-c", _SHORT_WRITE], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert r.returncode == 78, r.stdout + r.stderr
+    assert "cannot write 'dev.pem'" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the key nor a temporary file
+    ok = palm("keys", "init", "--out", "dev.pem", cwd=tmp_path)  # and it can be made afterwards
+    assert ok.returncode == 0 and load_device_key(tmp_path / "dev.pem")
+
+
+def test_a_key_is_fsynced_and_linked_into_place(tmp_path: Path) -> None:
+    """strace of `palm keys init`: the new file is fsynced before it gets its name (by link, which
+    never replaces), and the folder after, so a power cut leaves the whole key or none."""
+    if shutil.which("strace") is None:
+        pytest.fail("strace is not installed: .ci/run installs it (apt-get install strace)")
+    log = tmp_path / "strace.log"
+    work = tmp_path / "w"
+    work.mkdir()
+    trace = ["strace", "-f", "-qq", "-y", "-o", str(log), "-e", "trace=fsync,link,linkat,rename,renameat2"]
+    r = subprocess.run(
+        [*trace, sys.executable, "-m", "device", "keys", "init", "--out", "dev.pem"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    calls = [line.split(None, 1)[1] for line in log.read_text().splitlines() if " " in line]
+    i_file = next(i for i, c in enumerate(calls) if c.startswith("fsync(") and ".dev.pem." in c)
+    i_link = next(i for i, c in enumerate(calls) if c.startswith(("link(", "linkat(")) and '"dev.pem"' in c)
+    i_dir = next(i for i, c in enumerate(calls) if c.startswith("fsync(") and f"<{work}>" in c)
+    assert i_file < i_link < i_dir, calls
+    assert not any(c.startswith(("rename", "renameat2")) for c in calls)
+    assert sorted(p.name for p in work.iterdir()) == ["dev.pem"]
+
+
+@pytest.mark.parametrize(
+    "raw_hex",
+    [
+        "00" * 32,  # zero
+        "01" + "00" * 31,  # one
+        # points of order 8, RFC 7748 / the list in libsodium's crypto_scalarmult/curve25519
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p - 1
+    ],
+)
+def test_a_recipient_key_of_small_order_is_refused_at_load(tmp_path: Path, raw_hex: str) -> None:
+    import base64
+
+    from device.errors import ConfigError
+    from device.protocol.keys import recipient_public
+    from tests.conftest import EXAMPLE_CONFIG
+
+    raw = bytes.fromhex(raw_hex)
+    with pytest.raises(KeyFileError, match="small order"):
+        recipient_public(raw)
+    text = EXAMPLE_CONFIG.read_text()
+    good = re.search(r'(?m)^recipient_public_key = "(.*)"', text)
+    assert good
+    cfg = tmp_path / "scanner.toml"
+    cfg.write_text(text.replace(good.group(1), base64.b64encode(raw).decode()))
+    from device.config import load_config
+
+    with pytest.raises(ConfigError, match=r"recipient_public_key = .* small order"):
+        load_config(cfg)
+    r = palm("send-test", "--config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 78 and "small order" in r.stderr and "Traceback" not in r.stderr

@@ -8,8 +8,10 @@ others can read is refused. Key material never appears in a message or a log.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -36,22 +38,51 @@ def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def write_private_key(path: Path, key: PrivateKey) -> None:
-    """Write a PKCS#8 PEM private key with mode 0600; refuse to replace an existing file."""
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+def write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` holding ``data``, all or nothing: never over an existing file or through a
+    symlink, never a truncated file after a power cut. The bytes go to a new file in the same
+    folder (``O_EXCL | O_NOFOLLOW``, ``mode`` whatever the umask), every byte checked written and
+    fsynced; a hard link gives it its name only if no file of that name exists (a link, unlike a
+    rename, never replaces), and the folder is fsynced so the name survives the power cut too."""
+    path = Path(path)
+    if os.path.lexists(path):
+        raise KeyFileError(f"{str(path)!r} already exists: a key is never overwritten")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KeyFileError(f"{str(path)!r} already exists: a key is never overwritten") from None
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     except OSError as exc:
         raise KeyFileError(f"cannot create {str(path)!r}: {exc.strerror}") from None
     try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        os.write(fd, pem)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path, follow_symlinks=False)
+        except FileExistsError:
+            raise KeyFileError(f"{str(path)!r} already exists: a key is never overwritten") from None
+        dir_fd = os.open(path.parent if str(path.parent) else ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise KeyFileError(f"cannot write {str(path)!r}: {exc.strerror}") from None
     finally:
-        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_private_key(path: Path, key: PrivateKey) -> None:
+    """Write a PKCS#8 PEM private key with mode 0600 (`write_new_file`): never over an existing file."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_new_file(path, pem, 0o600)
 
 
 def _load_private(path: Path, what: str) -> PrivateKey:
@@ -103,9 +134,25 @@ def load_recipient_key(path: Path) -> X25519PrivateKey:
     return key
 
 
+def low_order(raw: bytes) -> bool:
+    """An X25519 public key of small order (the all-zero key among them): every private key's
+    shared secret with it is all zeros, so a capture sealed to it is open to anyone. RFC 7748
+    section 6.1 has the receiver check the shared secret; OpenSSL refuses to compute it, and
+    that refusal is the test here (with a throw-away key)."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError:
+        return True
+    return False
+
+
 def recipient_public(raw: bytes) -> X25519PublicKey:
     if len(raw) != 32:
         raise KeyFileError(f"a recipient public key is 32 raw bytes, not {len(raw)}")
+    if low_order(raw):
+        raise KeyFileError(
+            "the recipient public key is of small order (such as all zeros): no seal to it is secret"
+        )
     return X25519PublicKey.from_public_bytes(raw)
 
 
