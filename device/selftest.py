@@ -36,6 +36,9 @@ SECTOR_MIN_DN = 3.0
 SECTOR_MIN_SHARE = 0.5
 #: how long the cloud check tries (retrying by the uplink's rules) before it says unreachable
 SEND_WAIT_S = 5.0
+#: how long palmd.service waits at boot for the clock: systemd/palm-time-wait-sync.conf says the same
+TIME_SYNC_WAIT_S = 90
+
 #: adjtimex(2)'s answer when the kernel's clock is not synchronised (STA_UNSYNC)
 TIME_ERROR = 5
 
@@ -113,7 +116,9 @@ def run(probes: Probes, say: Callable[[Result], None]) -> list[Result]:
             "synchronised"
             if synced
             else "not synchronised: captures are refused outside the cloud's 300 s window. A Pi "
-            "has no real-time clock: check the network and `timedatectl timesync-status`",
+            "has no real-time clock: check the network and `timedatectl timesync-status`. At boot "
+            f"palmd.service waits up to {TIME_SYNC_WAIT_S} s for it (systemd-time-wait-sync.service), "
+            "then starts without it",
         )
     swaps = probes.swap_devices()
     report(

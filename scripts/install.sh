@@ -182,6 +182,9 @@ run systemctl enable palm-firstboot.service
 
 step "7/9 the systemd unit, enabled"
 run install -D -m 0644 "$SRC/systemd/palmd.service" "$UNIT_DIR/palmd.service"
+# the clock's wait the unit wants, bounded (see the file)
+run install -D -m 0644 "$SRC/systemd/palm-time-wait-sync.conf" \
+    "$UNIT_DIR/systemd-time-wait-sync.service.d/palm-scanner.conf"
 if ((!IMAGE)) && [[ -d /run/systemd/system ]]; then
     run systemctl daemon-reload
 elif ((!IMAGE)); then

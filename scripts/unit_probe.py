@@ -56,6 +56,11 @@ def probe(report: pathlib.Path) -> None:
         "ActiveState", "SubState", "MainPID", "WatchdogUSec", "WatchdogTimestampMonotonic", "StatusText"
     )
     r["first"] = first
+    r["wants"] = _show("Wants").get("Wants", "").split()
+    wait = _sh(
+        "systemctl", "show", "systemd-time-wait-sync.service", "-p", "TimeoutStartUSec,ConditionResult"
+    )
+    r["clock_wait"] = dict(line.split("=", 1) for line in wait.splitlines() if "=" in line)
     pid = first.get("MainPID", "0")
     r["tmp_mount"] = _mount(pid, "/tmp")
     r["root_mount"] = _mount(pid, "/")
@@ -144,6 +149,11 @@ def check(report: pathlib.Path) -> int:
             later.get("ActiveState") == "active" and later.get("NRestarts") == "0",
         ),
         ("/healthz answered 200", r["healthz"][0] == 200),
+        (
+            "it wants the clock's wait, bounded at 90 s by the drop-in (a container skips the wait)",
+            "systemd-time-wait-sync.service" in r["wants"]
+            and r["clock_wait"].get("TimeoutStartUSec") == "1min 30s",
+        ),
         (
             "/tmp is a tmpfs of 8M, not the disk",
             r["tmp_mount"].startswith("tmpfs ") and "size=8192k" in r["tmp_mount"],

@@ -49,6 +49,8 @@ def test_the_plan_installs_everything_in_order(tmp_path: Path) -> None:
         r"--device-id lane-3$",
         r"^systemctl enable palm-firstboot.service$",
         r"palmd.service \S+/etc/systemd/system/palmd.service$",
+        r"palm-time-wait-sync.conf \S+/etc/systemd/system/systemd-time-wait-sync.service.d/"
+        r"palm-scanner.conf$",
         r"^systemctl enable palmd.service$",
         r"/etc/rpi/swap.conf.d/90-palm-scanner.conf$",
         r"^systemctl mask dphys-swapfile.service dev-zram0.swap systemd-zram-setup@zram0.service$",

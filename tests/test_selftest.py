@@ -54,6 +54,9 @@ def test_each_fault_is_caught_by_its_check(
     assert out[-1] == "selftest: failed: " + ", ".join(n for n in ORDER if n in caught)
     if "camera" in caught:  # what needs the camera is not checked, and not passed either
         assert marks["leds"] == marks["indicator"] == "skip"
+    if "clock" in caught:  # what the scanner does about it at boot
+        clock = next(line for line in out if line.startswith("FAIL clock"))
+        assert "waits up to 90 s for it (systemd-time-wait-sync.service), then starts without it" in clock
     if "leds" in caught:
         sector = faults[0].split(":")[1]
         assert re.search(rf"sector {sector} dead or weak", "\n".join(out))

@@ -88,6 +88,21 @@ def test_unit_keeps_what_the_scanner_needs_and_nothing_at_rest() -> None:
     assert "PYTHONDONTWRITEBYTECODE=1" in s["Environment"][0]
 
 
+def test_the_unit_wants_the_clock_wait_it_is_ordered_after_and_bounds_it() -> None:
+    """The review's case: After=time-sync.target alone waits for nothing (the target is a point in
+    the boot that nothing reaches late unless systemd-time-wait-sync.service is pulled in), so a Pi
+    without a battery clock started with a 1970 clock and every capture was stale."""
+    from device.selftest import TIME_SYNC_WAIT_S
+
+    s = _settings()
+    assert "time-sync.target" in s["After"][0].split()
+    assert "systemd-time-wait-sync.service" in s["Wants"][0].split()
+    # systemd's own unit waits with TimeoutStartSec=infinity: the drop-in bounds it, and
+    # selftest's clock line says the same bound
+    dropin = (ROOT / "systemd" / "palm-time-wait-sync.conf").read_text()
+    assert re.search(rf"(?m)^\[Service\]\nTimeoutStartSec={TIME_SYNC_WAIT_S}s$", dropin)
+
+
 def test_tmp_is_ram_and_lgpio_has_a_writable_directory() -> None:
     s = _settings()
     # PrivateTmp= would win over TemporaryFileSystem=/tmp (systemd namespace.c: MOUNT_PRIVATE_TMP
