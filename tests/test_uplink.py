@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import ssl
 import threading
@@ -13,13 +14,13 @@ from typing import Any
 import pytest
 import requests
 
-from device.clock import FakeClock
+from device.clock import Clock, FakeClock
 from device.errors import UplinkError
 from device.ingest.server import Answer, Faults, Ingest, IngestServer
 from device.protocol.seal import SealedCapture
 from device.uplink.outbox import Outbox
 from device.uplink.session import make_session
-from device.uplink.uplink import RetryPolicy, Uplink
+from device.uplink.uplink import RetryPolicy, Uplink, _Try
 from tests.helpers import DEVICE_ID, Keys, frames, make_ca, new_keys
 
 FAST = RetryPolicy(connect_timeout_s=1.0, read_timeout_s=0.3, attempt_deadline_s=2.0)
@@ -65,7 +66,7 @@ def server(keys: Keys) -> Iterator[IngestServer]:
 
 def uplink(
     url: str,
-    clock: FakeClock,
+    clock: Clock,
     *,
     ca: Path | None = None,
     pin: str | None = None,
@@ -76,7 +77,7 @@ def uplink(
     return Uplink(endpoint=url, session=session, clock=clock, outbox=Outbox(ttl_s=ttl_s), policy=policy)
 
 
-def seal(keys: Keys, clock: FakeClock, **kw: Any) -> SealedCapture:
+def seal(keys: Keys, clock: Clock, **kw: Any) -> SealedCapture:
     return keys.sealer(monotonic_ns=clock.monotonic_ns, **kw).seal(
         frames(), checks={"test": True}, calibration=None
     )
@@ -362,3 +363,115 @@ def test_a_slow_cloud_times_out_and_the_retry_gets_through(keys: Keys, clock: Fa
     assert len(set(seen(server))) == 1
     # The slow first request was still taken, later: the same bytes make it a duplicate, not a second capture.
     assert [line["status"] for line in server.lines] == [201, 200]
+
+
+class Dripper:
+    """A hostile server: reads the request, then sends its answer a few bytes at a time, each
+    sooner than the read timeout (so no single read ever times out), or a huge body fast. It
+    records how long each connection stayed open before the client let go."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.held_s: list[float] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        import time
+
+        start = time.monotonic()
+        conn.settimeout(30)
+        try:
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += conn.recv(65536)
+            head, _, rest = got.partition(b"\r\n\r\n")
+            length = int(
+                next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1]
+            )
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            if self.mode == "headers":
+                answer = (
+                    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n" + b"X-Drip: x\r\n" * 500
+                )
+                for i in range(len(answer)):
+                    conn.sendall(answer[i : i + 1])
+                    time.sleep(0.1)
+            elif self.mode == "body":
+                conn.sendall(
+                    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n"
+                )
+                for _ in range(60000):
+                    conn.sendall(b" ")
+                    time.sleep(0.1)
+            elif self.mode == "huge":
+                conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n\r\n")
+                for _ in range(100_000):  # 6.5 GB if it were all read
+                    conn.sendall(b"{" * 65536)
+        except OSError:
+            pass  # the client let go: what is measured
+        finally:
+            self.held_s.append(time.monotonic() - start)
+            conn.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("mode", ["headers", "body", "huge"])
+def test_a_hostile_server_holds_an_attempt_no_longer_than_its_deadline(keys: Keys, mode: str) -> None:
+    """The review's case: the 10 s deadline was checked only between 4 KiB chunks, so headers or a
+    body dripped a byte every few seconds held one upload for over 600 s. Now the deadline, on the
+    clock, shuts the connection down whatever it is waiting for. (The scanner's own clock here:
+    the attempts take real time.)"""
+    from device.clock import MonotonicClock
+
+    clock = MonotonicClock()
+    dripper = Dripper(mode)
+    policy = RetryPolicy(connect_timeout_s=1.0, read_timeout_s=0.5, attempt_deadline_s=1.0, base_s=0.05)
+    try:
+        up = uplink(dripper.url, clock, policy=policy)
+        d = up.deliver(seal(keys, clock), wait_s=2.5)
+        for _ in range(50):  # the server notices the close
+            if len(dripper.held_s) >= d.attempts:
+                break
+            threading.Event().wait(0.1)
+    finally:
+        dripper.close()
+    assert d.outcome == "pending" and d.attempts >= 2, d
+    if mode == "huge":  # read up to the cap and judged: not the protocol's reply
+        assert d.error == "bad_reply"
+    else:
+        # the last attempt had only what was left of the delivery's wait
+        assert d.error == "deadline" and re.search(r"within the attempt's (1|0\.\d+) s", d.detail or ""), d
+    # each connection was let go about when the deadline passed, not when the server finished
+    assert len(dripper.held_s) >= d.attempts and max(dripper.held_s) < 4.0, dripper.held_s
+
+
+def test_many_failed_attempts_keep_the_backoff_at_its_cap() -> None:
+    """A cloud that fails fast gets a thousand tries within a time-to-live; 2.0 ** 1024 overflowed."""
+    from device.uplink.outbox import Pending
+
+    clock = FakeClock()
+    keys = new_keys()
+    up = uplink("http://127.0.0.1:9", clock, policy=RetryPolicy(base_s=0.25, max_backoff_s=8.0))
+    capture = seal(keys, clock)
+    pending = up.outbox.add(capture)
+    assert isinstance(pending, Pending)
+    pending.attempts = 5000
+    up._attempt = lambda c, limit_s=None: _Try(final=False, error="unreachable")  # type: ignore[method-assign]
+    assert up._step(pending, clock.monotonic_ns()) is None
+    assert 0 <= pending.next_try_ns - clock.monotonic_ns() <= 8e9

@@ -27,6 +27,7 @@ from device.errors import UplinkError
 from device.protocol import MAX_BODY, multipart
 from device.protocol.seal import SealedCapture
 from device.uplink.outbox import Outbox, Pending
+from device.uplink.session import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class Uplink:
                     pending, "expired", started, error="outbox", detail="dropped from the outbox"
                 )
             pending.in_flight = True
-            delivery = self._step(pending, started)
+            delivery = self._step(pending, started, limit_s=(give_up - self._clock.monotonic_ns()) / 1e9)
             if delivery is not None:
                 return delivery
             if pending.next_try_ns > give_up:
@@ -135,7 +136,8 @@ class Uplink:
             pending = self.outbox.take_due(self._clock.monotonic_ns())
             if pending is None:
                 break
-            delivery = self._step(pending, started)
+            left_s = budget_s - (self._clock.monotonic_ns() - started) / 1e9
+            delivery = self._step(pending, started, limit_s=left_s)
             if delivery is not None:
                 done.append(delivery)
         return done
@@ -145,8 +147,9 @@ class Uplink:
 
     # -- one attempt -----------------------------------------------------------------------------
 
-    def _step(self, pending: Pending, started: int) -> Delivery | None:
-        """One attempt; a Delivery if it ended, else None with the next try scheduled."""
+    def _step(self, pending: Pending, started: int, *, limit_s: float | None = None) -> Delivery | None:
+        """One attempt, for at most ``limit_s`` (and the policy's attempt deadline); a Delivery if
+        it ended, else None with the next try scheduled."""
         capture = pending.capture
         now = self._clock.monotonic_ns()
         if self.outbox.expired(capture, now):
@@ -156,14 +159,15 @@ class Uplink:
             )
         pending.attempts += 1
         self.attempts += 1
-        t = self._attempt(capture)
+        t = self._attempt(capture, limit_s)
         if t.final:
             return self._finish(
                 pending, t.outcome, started, status=t.status, error=t.error, detail=t.detail, result=t.result
             )
         pending.last_failure = (t.status, t.error, t.detail)
         policy = self.policy
-        backoff = min(policy.max_backoff_s, policy.base_s * policy.factor ** (pending.attempts - 1))
+        # the exponent capped: a float power past 2**1023 raises (a cloud failing fast, many tries)
+        backoff = min(policy.max_backoff_s, policy.base_s * policy.factor ** min(pending.attempts - 1, 60))
         delay = self._rng.uniform(0, backoff)
         if t.retry_after_s is not None:
             delay = max(delay, min(t.retry_after_s, policy.retry_after_cap_s))
@@ -211,7 +215,7 @@ class Uplink:
             self._bodies[capture.capture_id] = multipart.encode(capture.envelope, capture.sealed)
         return self._bodies[capture.capture_id]
 
-    def _attempt(self, capture: SealedCapture) -> _Try:
+    def _attempt(self, capture: SealedCapture, limit_s: float | None = None) -> _Try:
         body, content_type = self._body(capture)
         if len(body) > MAX_BODY:
             return _Try(final=True, error="too_large", detail=f"body of {len(body)} bytes is over {MAX_BODY}")
@@ -221,28 +225,44 @@ class Uplink:
             "Idempotency-Key": capture.capture_id,
         }
         p = self.policy
-        deadline = time.monotonic() + p.attempt_deadline_s
-        try:
-            resp = self._session.post(
-                self.url,
-                data=body,
-                headers=headers,
-                stream=True,
-                timeout=(p.connect_timeout_s, p.read_timeout_s),
-                allow_redirects=False,
-            )
-        except requests.exceptions.SSLError as exc:
-            return _Try(final=True, outcome="tls", error="tls", detail=_short(exc))
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            return _Try(final=False, error="unreachable", detail=_short(exc))
-        except requests.exceptions.RequestException as exc:
-            return _Try(final=True, error="request", detail=_short(exc))
-        try:
-            raw = _read_capped(resp, deadline)
-        except (requests.exceptions.RequestException, TimeoutError) as exc:
-            return _Try(final=False, status=resp.status_code, error="unreachable", detail=_short(exc))
-        finally:
-            resp.close()
+        seconds = p.attempt_deadline_s if limit_s is None else max(0.5, min(p.attempt_deadline_s, limit_s))
+        late = f"no whole answer within the attempt's {seconds:g} s"
+        with Deadline(seconds) as deadline:
+            try:
+                resp = self._session.post(
+                    self.url,
+                    data=body,
+                    headers=headers,
+                    stream=True,
+                    timeout=(p.connect_timeout_s, p.read_timeout_s),
+                    allow_redirects=False,
+                )
+            except requests.exceptions.SSLError as exc:
+                if deadline.expired:  # cut mid-handshake by the deadline: not a certificate's fault
+                    return _Try(final=False, error="deadline", detail=late)
+                return _Try(final=True, outcome="tls", error="tls", detail=_short(exc))
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                return _Try(
+                    final=False,
+                    error="deadline" if deadline.expired else "unreachable",
+                    detail=late if deadline.expired else _short(exc),
+                )
+            except requests.exceptions.RequestException as exc:
+                if deadline.expired:
+                    return _Try(final=False, error="deadline", detail=late)
+                return _Try(final=True, error="request", detail=_short(exc))
+            try:
+                raw = _read_capped(resp)
+            except requests.exceptions.RequestException as exc:
+                error = "deadline" if deadline.expired else "unreachable"
+                return _Try(
+                    final=False,
+                    status=resp.status_code,
+                    error=error,
+                    detail=late if deadline.expired else _short(exc),
+                )
+            finally:
+                resp.close()
         status = resp.status_code
         reply = _json(raw)
         word = reply.get("error") if isinstance(reply.get("error"), str) else None
@@ -267,15 +287,14 @@ class Uplink:
         )
 
 
-def _read_capped(resp: requests.Response, deadline: float) -> bytes:
+def _read_capped(resp: requests.Response) -> bytes:
+    """The reply's body, up to MAX_REPLY_BYTES (the attempt's Deadline bounds the time)."""
     chunks, size = [], 0
     for chunk in resp.iter_content(4096):
         chunks.append(chunk)
         size += len(chunk)
         if size > MAX_REPLY_BYTES:
             break  # a reply this long is not the protocol's; what came is enough to judge
-        if time.monotonic() > deadline:
-            raise TimeoutError("the reply took longer than the attempt deadline")
     return b"".join(chunks)
 
 
