@@ -261,3 +261,48 @@ def test_the_summary_counts_every_scan_and_keeps_only_recent_timings() -> None:
     assert all(len(v) == Summary.TIMING_KEPT for v in summary.timings.values())
     assert result["timing_ms"]["end_to_end"]["median"] == statistics.median(range(500, n))
     assert list(result["timing_ms"]) == ["guiding", "capturing", "end_to_end"]
+
+
+def test_idle_connections_cannot_hold_the_status_server() -> None:
+    """The review's case: 1,000 idle connections held 1,000 threads and 91 MB for ever. Now (300
+    idle ones here) at
+    most MAX_CONNECTIONS are served at once, the rest closed at once, and each is shut after its
+    deadline: a scraper gets its answer as soon as the idle ones are gone."""
+    import socket
+    import time
+
+    from device.daemon import status
+
+    m = Metrics()
+    m.set(state="serving")
+    server = StatusServer(m, 0).start()
+    idle = []
+    try:
+        threads_before = threading.active_count()
+        for _ in range(300):
+            idle.append(socket.create_connection(("127.0.0.1", server.port)))
+        # served: MAX_CONNECTIONS at a time, a new few as each deadline frees a slot; the rest closed
+        enough = 300 - 4 * status.MAX_CONNECTIONS
+        for _ in range(100):  # the server takes them off its backlog
+            if server._server.refused >= enough:
+                break
+            time.sleep(0.1)
+            assert threading.active_count() - threads_before <= 2 * status.MAX_CONNECTIONS + 1
+        assert server._server.refused >= enough
+        # the ones being served are shut at their deadline; then the scrape gets through
+        ok = None
+        for _ in range(20):
+            try:
+                ok = requests.get(f"http://127.0.0.1:{server.port}/healthz", timeout=2)
+                break
+            except requests.exceptions.RequestException:
+                time.sleep(0.5)
+        assert ok is not None and ok.status_code == 200
+        for c in idle:
+            c.settimeout(10)
+        served = [c for c in idle if c.recv(1) == b""]  # every idle one was closed by the server
+        assert len(served) == len(idle)
+    finally:
+        for c in idle:
+            c.close()
+        server.stop()

@@ -7,7 +7,9 @@ capture, a score of a particular shopper or anything biometric. /healthz answers
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -104,13 +106,59 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+#: connections served at once; more are closed at once (a scraper needs one)
+MAX_CONNECTIONS = 8
+#: a connection's whole life, from accept to the last byte, whatever the client does
+CONNECTION_DEADLINE_S = 5.0
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """At most MAX_CONNECTIONS threads, each connection shut after CONNECTION_DEADLINE_S: a
+    thousand idle connections held a thousand threads (and 91 MB) for ever."""
+
+    request_queue_size = 64  # listen(2)'s backlog: past it a connect waits on SYN retries
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.refused = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        timer = threading.Timer(CONNECTION_DEADLINE_S, _shut, (request,))
+        timer.daemon = True
+        timer.start()
+        try:
+            thread = threading.Thread(target=self._serve, args=(request, client_address, timer), daemon=True)
+            thread.start()
+        except RuntimeError:  # no thread to be had: the slot and the socket go back
+            timer.cancel()
+            self._slots.release()
+            self.shutdown_request(request)
+
+    def _serve(self, request: Any, client_address: Any, timer: threading.Timer) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            timer.cancel()
+            self._slots.release()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 class StatusServer:
     """HTTP on 127.0.0.1:port (0: any free port) in a daemon thread."""
 
     def __init__(self, metrics: Metrics, port: int) -> None:
         self.metrics = metrics
         handler = type("Handler", (_Handler,), {"metrics": metrics})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server = _BoundedServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="status", daemon=True)
@@ -128,6 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
     metrics: Metrics
     server_version = "palm-status"
     sys_version = ""
+    timeout = 2.0  # each read and write; the connection's deadline bounds the whole
 
     def do_GET(self) -> None:
         if self.path == "/metrics":
