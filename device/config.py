@@ -95,7 +95,14 @@ class CloudConfig:
 
 
 def _check_endpoint(url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - a port out of range or not a number raises here
+    except ValueError as exc:  # "https://[::1": an unclosed IPv6 bracket, a bad port
+        raise ConfigError(
+            f"[cloud] endpoint = {url[:200]!r} is not valid: {exc}; use an https:// URL such as "
+            "https://ingest.example.com"
+        ) from None
     if parts.scheme == "https" and parts.hostname:
         return
     if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):

@@ -69,6 +69,13 @@ def test_every_key_is_in_the_example_with_a_comment_above_it() -> None:
             r"endpoint = 'http://ingest.example.com'.*loopback",
         ),
         ("cloud", "endpoint", "ftp://x", r"use an https:// URL"),
+        ("cloud", "endpoint", "https://[::1", r"endpoint = 'https://\[::1' is not valid: Invalid IPv6 URL"),
+        (
+            "cloud",
+            "endpoint",
+            "https://x:99999",
+            r"endpoint = 'https://x:99999' is not valid: Port out of range",
+        ),
         ("cloud", "recipient_public_key", "AAAA", r"recipient_public_key = 'AAAA'.*exactly 32 bytes \(got 3"),
         ("cloud", "recipient_public_key", "not base64!", r"standard base64 of exactly 32 bytes"),
         ("cloud", "ca_bundle", "/nonexistent/ca.pem", r"ca_bundle = '/nonexistent/ca.pem': no such file"),

@@ -231,13 +231,11 @@ def test_the_environment_cannot_weaken_the_session(
     assert configured.outcome == "accepted"  # and the proxy variables were not followed
 
 
-class Silent:
-    """A server that accepts connections, reads, and never answers."""
+class Listener:
+    """A TCP server on 127.0.0.1 in a thread, handing each connection to ``took``."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.conns: list[socket.socket] = []
-        self.accepts = 0
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
@@ -246,8 +244,10 @@ class Silent:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.accepts += 1
-            self.conns.append(conn)
+            self.took(conn)
+
+    def took(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
@@ -255,6 +255,22 @@ class Silent:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class Silent(Listener):
+    """A server that accepts connections, reads, and never answers."""
+
+    def __init__(self) -> None:
+        self.conns: list[socket.socket] = []
+        self.accepts = 0
+        super().__init__()
+
+    def took(self, conn: socket.socket) -> None:
+        self.accepts += 1
+        self.conns.append(conn)
+
+    def close(self) -> None:
+        super().close()
         for c in self.conns:
             c.close()
 
@@ -365,24 +381,18 @@ def test_a_slow_cloud_times_out_and_the_retry_gets_through(keys: Keys, clock: Fa
     assert [line["status"] for line in server.lines] == [201, 200]
 
 
-class Dripper:
+class Dripper(Listener):
     """A hostile server: reads the request, then sends its answer a few bytes at a time, each
     sooner than the read timeout (so no single read ever times out), or a huge body fast. It
     records how long each connection stayed open before the client let go."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
-        self.sock = socket.create_server(("127.0.0.1", 0))
         self.held_s: list[float] = []
-        threading.Thread(target=self._run, daemon=True).start()
+        super().__init__()
 
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def took(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         import time
@@ -422,13 +432,6 @@ class Dripper:
         finally:
             self.held_s.append(time.monotonic() - start)
             conn.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.mark.parametrize("mode", ["headers", "body", "huge"])
