@@ -263,6 +263,10 @@ class Uplink:
                 )
             finally:
                 resp.close()
+            if deadline.expired:
+                # A body cut by the deadline can end without an error (urllib3 1.26 returns what came):
+                # whatever was read is not a whole answer.
+                return _Try(final=False, status=resp.status_code, error="deadline", detail=late)
         status = resp.status_code
         reply = _json(raw)
         word = reply.get("error") if isinstance(reply.get("error"), str) else None
