@@ -230,7 +230,9 @@ def test_cloud_down_still_answers_and_keeps_count_of_every_sealed_capture(tmp_pa
     sealed = [e for e in lines[:-1] if e.get("event") == "upload_failed"]
     assert summary.count == 4 and sealed  # shoppers were answered; captures were sealed
     assert not any(e.get("event") == "uploaded" for e in lines[:-1])
-    assert set(result["outcomes"]["bona_fide"]) <= {"try_again", "fault"}
+    # Nobody is told "accepted" by a cloud that never answered (the checks may still refuse a palm:
+    # the simulated shopper moves on the wall clock, so a loaded machine sees other frames).
+    assert set(result["outcomes"]["bona_fide"]) <= {"try_again", "fault", "not_accepted"}
     # Nothing accepted is lost silently: each sealed capture is either waiting or counted as dropped.
     dropped = sum(result["outbox"]["dropped"].values())
     assert result["outbox"]["depth"] + dropped == len(sealed)
