@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import tarfile
 from collections.abc import Iterator
 from functools import cache
@@ -20,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from device import inputs
 from device.calibration.flatfield import FlatField
 from device.config import Config
 from device.errors import ProtocolError
@@ -28,8 +28,11 @@ from device.protocol.archive import validate_archive
 from device.vision import liveness as L
 from device.vision.pipeline import Verdict, analyse_burst, analyse_frame
 
+#: largest frame file and burst archive read (a 12-megapixel rig's burst of six PNGs is about 60 MB)
+MAX_FRAME_BYTES, MAX_BURST_BYTES = 64 * inputs.MiB, 128 * inputs.MiB
 
-class UnreadableError(Exception):
+
+class UnreadableError(inputs.InputError):
     """An input that is not an image or burst this tool can read (the message says why)."""
 
 
@@ -45,38 +48,46 @@ def _grey(data: np.ndarray | None, what: str) -> np.ndarray:
     return data
 
 
+def _decode(data: bytes, what: str) -> np.ndarray:
+    return _grey(inputs.decode_image(data, what=what, flags=cv2.IMREAD_UNCHANGED), what)
+
+
+def _frames_listed(manifest: Any) -> list[str]:
+    entries = manifest.get("frames") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise UnreadableError("manifest.json has no list of frames")
+    roles: list[str] = []
+    for e in entries:
+        role = e.get("role") if isinstance(e, dict) else None
+        if not isinstance(role, str) or not patterns.is_role(role):
+            raise UnreadableError(f"a manifest entry's role {inputs.cut(role)} is not a frame's role")
+        roles.append(role)
+    return roles
+
+
 def _read_burst(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The frames and manifest of a burst folder or .tar, every file bounded and checked (device.inputs)
+    before it is decoded."""
     if path.is_dir():
-        try:
-            manifest = json.loads((path / "manifest.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise UnreadableError(
-                f"no readable manifest.json in the folder ({exc.__class__.__name__})"
-            ) from None
-        entries = manifest.get("frames") if isinstance(manifest, dict) else None
-        if not isinstance(entries, list) or not entries:
-            raise UnreadableError("manifest.json has no list of frames")
+        manifest = inputs.read_json(path / "manifest.json", what="burst manifest")
         frames = {}
-        for e in entries:
-            role = e.get("role") if isinstance(e, dict) else None
-            if not isinstance(role, str) or "/" in role:
-                raise UnreadableError("a manifest entry has no plain role")
-            raw = np.fromfile(path / f"{role}.png", np.uint8) if (path / f"{role}.png").is_file() else None
-            if raw is None:
-                raise UnreadableError(f"{role}.png is missing")
-            frames[role] = _grey(cv2.imdecode(raw, cv2.IMREAD_UNCHANGED), f"{role}.png")
+        for role in _frames_listed(manifest):
+            data = inputs.read_bytes(path / f"{role}.png", what="frame", limit=MAX_FRAME_BYTES)
+            frames[role] = _decode(data, f"{role}.png")
         return frames, manifest
-    data = path.read_bytes()
+    data = inputs.read_bytes(path, what="burst archive", limit=MAX_BURST_BYTES)
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             first = tar.next()
-            if first is None or first.name != "manifest.json":
-                raise UnreadableError("the archive's first member is not manifest.json")
+            if first is None or first.name != "manifest.json" or not first.isreg() or first.issparse():
+                raise UnreadableError("the archive's first member is not a plain manifest.json")
+            if first.size > inputs.MiB:
+                raise UnreadableError(f"the archive's manifest.json is {first.size:,} bytes: at most 1 MiB")
             f = tar.extractfile(first)
-            manifest = json.loads(f.read() if f else b"")
-    except (tarfile.TarError, ValueError) as exc:
+            manifest = inputs.load_json(f.read() if f else b"", what="the archive's manifest.json")
+    except tarfile.TarError as exc:
         raise UnreadableError(f"not a burst archive: {exc}") from None
-    roles = [str(e.get("role")) for e in manifest.get("frames", []) if isinstance(e, dict)]
+    roles = _frames_listed(manifest)
     try:
         validate_archive(data, roles)
     except ProtocolError as exc:
@@ -86,7 +97,7 @@ def _read_burst(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         for role in roles:
             f = tar.extractfile(f"{role}.png")
             assert f is not None
-            frames[role] = _grey(cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_UNCHANGED), role)
+            frames[role] = _decode(f.read(), f"{role}.png")
     return frames, manifest
 
 
@@ -105,6 +116,10 @@ def _flat_for_crop(flat: FlatField, roi: list[int], size: tuple[int, int]) -> Fl
     out = {}
     for role, img in flat.response.items():
         window = img[max(0, y) : y + h, max(0, x) : x + w]
+        if window.size == 0:
+            raise UnreadableError(
+                f"the flood roi {roi} lies outside the calibration's {img.shape[1]} x {img.shape[0]}"
+            )
         out[role] = cv2.resize(window, size, interpolation=cv2.INTER_AREA)
     focal = flat.focal_px * size[0] / w if flat.focal_px is not None else None  # in the crop's pixels
     return dataclasses.replace(flat, response=out, focal_px=focal)
@@ -134,9 +149,13 @@ def _judge_burst(
     if missing:
         raise UnreadableError(f"a burst needs ambient and flood frames; missing {sorted(missing)}")
     flood_entry = next(e for e in manifest["frames"] if e.get("role") == patterns.FLOOD)
-    exposure, gain = int(flood_entry.get("exposure_us", 0)), float(flood_entry.get("gain", 0))
-    if exposure <= 0 or gain <= 0:
-        raise UnreadableError("the manifest's flood entry has no exposure_us and gain")
+    h, w = frames[patterns.FLOOD].shape
+    odd = sorted(r for r, f in frames.items() if f.shape != (h, w))
+    if odd:
+        raise UnreadableError(
+            f"{', '.join(odd)}: not the flood frame's size, {w} x {h} (a burst's frames are one size)"
+        )
+    exposure, gain, roi = _flood_settings(flood_entry, w, h)
     flat = flat or _scanner_flat(config)
     sectors = sorted(r for r in frames if r.startswith("sector-"))
     if sectors and sectors != sorted(flat.lit_roles()):
@@ -144,12 +163,30 @@ def _judge_burst(
             f"the burst's sectors ({', '.join(sectors)}) are not the calibration's "
             f"({', '.join(sorted(flat.lit_roles()))}): judge it with its own rig's calibration"
         )
-    h, w = frames[patterns.FLOOD].shape
-    roi = flood_entry.get("roi", [0, 0, w, h])
     if (w, h) != tuple(config.camera.main_size) and list(roi) != [0, 0, w, h]:
         # A sealed capture: the frames are already the palm crop.
         flat = _flat_for_crop(flat, roi, (w, h))
     return analyse_burst(frames, exposure_us=exposure, gain=gain, flat=flat, model=model), frames
+
+
+def _flood_settings(entry: dict[str, Any], w: int, h: int) -> tuple[int, float, list[int]]:
+    """The flood frame's exposure, gain and crop window from its manifest entry, each checked."""
+    exposure, gain, roi = entry.get("exposure_us"), entry.get("gain"), entry.get("roi", [0, 0, w, h])
+    if not isinstance(exposure, int) or isinstance(exposure, bool) or not 0 < exposure <= 10_000_000:
+        raise UnreadableError(
+            f"the manifest's flood exposure_us = {inputs.cut(exposure)}: expected microseconds, 1 to 10000000"
+        )
+    if not isinstance(gain, int | float) or isinstance(gain, bool) or not 0 < gain <= 1000:
+        raise UnreadableError(f"the manifest's flood gain = {inputs.cut(gain)}: expected a number above 0")
+    if not (
+        isinstance(roi, list)
+        and len(roi) == 4
+        and all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < 1 << 20 for v in roi)
+        and roi[2] > 0
+        and roi[3] > 0
+    ):
+        raise UnreadableError(f"the manifest's flood roi = {inputs.cut(roi)}: expected [x, y, width, height]")
+    return exposure, float(gain), roi
 
 
 def liveness_json(lv: L.Liveness | None) -> dict[str, Any] | None:
@@ -177,18 +214,15 @@ def check_path(
             out["quality"] = _quality_json(verdict)
             out["liveness"] = liveness_json(verdict.liveness)
         else:
-            try:
-                raw = np.fromfile(path, np.uint8)
-            except OSError as exc:
-                raise UnreadableError(f"cannot read: {exc.strerror}") from None
-            frame = _grey(cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None, path.name)
+            data = inputs.read_bytes(path, what="image", limit=MAX_FRAME_BYTES)
+            frame = _decode(data, path.name)
             verdict = analyse_frame(frame)
             out["quality"] = _quality_json(verdict)
             out["liveness"] = None
-    except (UnreadableError, OSError, KeyError, StopIteration) as exc:
+    except (inputs.InputError, OSError, KeyError, StopIteration) as exc:
         return {
             "path": str(path),
-            "error": str(exc) if isinstance(exc, UnreadableError) else f"cannot read: {exc}",
+            "error": str(exc) if isinstance(exc, inputs.InputError) else f"cannot read: {exc}",
         }
     if crop_to is not None:
         out["crop"] = _write_crop(frame, verdict, crop_to)
@@ -251,8 +285,8 @@ def check_labelled(
         label = "live" if kind == BONA_FIDE else f"attack/{kind}"
         try:
             verdict = burst_verdict(path, config, flat, model)
-        except (UnreadableError, OSError, KeyError, StopIteration) as exc:
-            error = str(exc) if isinstance(exc, UnreadableError) else f"cannot read: {exc}"
+        except (inputs.InputError, OSError, KeyError, StopIteration) as exc:
+            error = str(exc) if isinstance(exc, inputs.InputError) else f"cannot read: {exc}"
             yield {"path": str(path), "label": label, "error": error}, None
             continue
         line = {

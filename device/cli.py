@@ -469,13 +469,19 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     model = load_model(args.liveness or config.calibration.liveness_file)
     crops = _crops_out(args.crops_out, args.paths)
+    unreadable = []
     for path in map(Path, args.paths):
         if not is_labelled(path):
-            print(json.dumps(check_path(path, config, flat, model, crops.get(path))), flush=True)
+            line = check_path(path, config, flat, model, crops.get(path))
+            print(json.dumps(line), flush=True)
+            if "error" in line:
+                unreadable.append(line["path"])
             continue
         rows, unjudged = [], 0
         for line, row in check_labelled(path, config, flat, model):
             print(json.dumps(line), flush=True)
+            if "error" in line:
+                unreadable.append(line["path"])
             if row is None:
                 unjudged += 1
             else:
@@ -486,6 +492,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         if unjudged:
             summary.append(f"  bursts with no liveness verdict (unreadable, or no hand found): {unjudged}")
         print("\n".join(summary), file=sys.stderr)
+    if unreadable:  # every other input was judged; the exit says not all were
+        print(
+            f"palm check: {len(unreadable)} input(s) could not be read, first {unreadable[0]}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -963,9 +975,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Judge image files a person hands over: a single frame (from any scanner) "
         "gets the quality measures; a burst (a folder or .tar laid out as the protocol's plaintext: "
         "manifest.json and one PNG per LED pattern) gets liveness too. One JSON line per input; an "
-        "unreadable input gets a line with 'error' and the rest go on. A folder of a rig's labelled "
-        "bursts (live/NAME/, attack/KIND/NAME/) gets a line per burst with its label, and BPCER and "
-        "APCER per kind with 95 % intervals on standard error.",
+        "unreadable input gets a line with 'error', the rest go on, and the exit is 1. A folder of a "
+        "rig's labelled bursts (live/NAME/, attack/KIND/NAME/) gets a line per burst with its label, "
+        "and BPCER and APCER per kind with 95 % intervals on standard error.",
     )
     ck.add_argument("paths", nargs="+", metavar="PATH")
     ck.add_argument("--config", metavar="FILE", help="the scanner's config (its optics, for bursts)")

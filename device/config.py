@@ -3,7 +3,8 @@
 Every key is declared once, below, with its type, default and valid range; the
 loader checks them all and turns the first mistake into a :class:`ConfigError`
 that names the key, the value it found and what would be valid. Nothing else in
-the package reads TOML or the environment.
+the package reads the environment; the file itself is read by :mod:`device.inputs`, which
+bounds its size, nesting and numbers.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import base64
 import binascii
 import dataclasses
 import ipaddress
+import math
 import re
-import tomllib
 import types
 import typing
 import urllib.parse
@@ -22,10 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device import inputs
 from device.errors import ConfigError
+from device.inputs import cut
 from device.protocol.keys import low_order
 
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_CONFIG_BYTES = inputs.MiB  # a config is a few KiB
 BCM_PINS = range(2, 28)  # the BCM GPIO numbers on the 40-pin header of a Pi 4 and Pi 5
 
 
@@ -54,7 +58,7 @@ class DeviceConfig:
     def __post_init__(self) -> None:
         if not DEVICE_ID_RE.fullmatch(self.id):
             raise ConfigError(
-                f"[device] id = {self.id!r} is not valid: use 1 to 64 characters "
+                f"[device] id = {cut(self.id)} is not valid: use 1 to 64 characters "
                 "of letters, digits, '.', '_' and '-'"
             )
 
@@ -74,18 +78,18 @@ class CloudConfig:
             raw = b""
         if len(raw) != 32:
             raise ConfigError(
-                f"[cloud] recipient_public_key = {self.recipient_public_key!r} is not valid: "
+                f"[cloud] recipient_public_key = {cut(self.recipient_public_key)} is not valid: "
                 f"it must be standard base64 of exactly 32 bytes (got {len(raw)} bytes)"
             )
         if low_order(raw):
             raise ConfigError(
-                f"[cloud] recipient_public_key = {self.recipient_public_key!r} is not valid: it is an "
+                f"[cloud] recipient_public_key = {cut(self.recipient_public_key)} is not valid: it is an "
                 "X25519 key of small order (all zeros is one), to which no seal is secret; give the "
                 "cloud's real key (palm keys recipient prints one for a development cloud)"
             )
         if self.pin_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.pin_sha256):
             raise ConfigError(
-                f"[cloud] pin_sha256 = {self.pin_sha256!r} is not valid: "
+                f"[cloud] pin_sha256 = {cut(self.pin_sha256)} is not valid: "
                 "use 64 lowercase hex characters (SHA-256 of the certificate's DER bytes)"
             )
 
@@ -100,7 +104,7 @@ def _check_endpoint(url: str) -> None:
         parts.port  # noqa: B018 - a port out of range or not a number raises here
     except ValueError as exc:  # "https://[::1": an unclosed IPv6 bracket, a bad port
         raise ConfigError(
-            f"[cloud] endpoint = {url[:200]!r} is not valid: {exc}; use an https:// URL such as "
+            f"[cloud] endpoint = {cut(url)} is not valid: {exc}; use an https:// URL such as "
             "https://ingest.example.com"
         ) from None
     if parts.scheme == "https" and parts.hostname:
@@ -108,7 +112,7 @@ def _check_endpoint(url: str) -> None:
     if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
         return
     raise ConfigError(
-        f"[cloud] endpoint = {url!r} is not valid: use an https:// URL "
+        f"[cloud] endpoint = {cut(url)} is not valid: use an https:// URL "
         "(plain http:// is accepted only for a loopback host such as 127.0.0.1)"
     )
 
@@ -304,17 +308,9 @@ def load_config(path: str | Path) -> Config:
     """Read and check a config file; every mistake raises :class:`ConfigError`."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        data = inputs.read_toml(path, what="config file", limit=MAX_CONFIG_BYTES)
+    except inputs.InputError as exc:
+        raise ConfigError(str(exc)) from None
     return parse_config(data, base_dir=path.parent, source=path)
 
 
@@ -378,39 +374,43 @@ def _convert(label: str, value: Any, tp: Any, meta: Mapping[str, Any], base_dir:
     if origin is tuple:
         elem = typing.get_args(tp)[0]
         if not isinstance(value, list):
-            raise ConfigError(f"{label} = {value!r} is not valid: expected a list of {_describe(elem)}s")
+            raise ConfigError(f"{label} = {cut(value)} is not valid: expected a list of {_describe(elem)}s")
         lo_n, hi_n = meta["length"]
         if not lo_n <= len(value) <= hi_n:
             want = f"exactly {lo_n}" if lo_n == hi_n else f"{lo_n} to {hi_n}"
-            raise ConfigError(f"{label} = {value!r} is not valid: expected {want} entries")
+            raise ConfigError(f"{label} = {cut(value)} is not valid: expected {want} entries")
         return tuple(_convert(label, v, elem, meta, base_dir) for v in value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{label} = {value!r} is not valid: expected true or false")
+            raise ConfigError(f"{label} = {cut(value)} is not valid: expected true or false")
         return value
     if tp in (int, float):
         ok = isinstance(value, int) if tp is int else isinstance(value, int | float)
         if isinstance(value, bool) or not ok:
-            raise ConfigError(f"{label} = {value!r} is not valid: expected {_describe(tp)}")
+            raise ConfigError(f"{label} = {cut(value)} is not valid: expected {_describe(tp)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{label} = {value} is not valid: expected a finite number")
         lo, hi = meta["lo"], meta["hi"]
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise ConfigError(f"{label} = {value!r} is out of range: valid is {lo:g} to {hi:g}")
+            raise ConfigError(f"{label} = {cut(value)} is out of range: valid is {lo:g} to {hi:g}")
         return tp(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{label} = {value!r} is not valid: expected a string")
+            raise ConfigError(f"{label} = {cut(value)} is not valid: expected a string")
         choices = meta["choices"]
         if choices and value not in choices:
-            raise ConfigError(f"{label} = {value!r} is not valid: choose one of " + ", ".join(choices))
+            raise ConfigError(f"{label} = {cut(value)} is not valid: choose one of " + ", ".join(choices))
         return value
     if tp is Path:
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{label} = {value!r} is not valid: expected a file path")
+            raise ConfigError(f"{label} = {cut(value)} is not valid: expected a file path")
+        if "\x00" in value:
+            raise ConfigError(f"{label} = {cut(value)} is not valid: a path cannot hold a NUL character")
         path = Path(value)
         if base_dir is not None and not path.is_absolute():
             path = base_dir / path
         if label.endswith("ca_bundle") and not path.is_file():
-            raise ConfigError(f"{label} = {value!r}: no such file {str(path)!r}")
+            raise ConfigError(f"{label} = {cut(value)}: no such file {str(path)!r}")
         return path
     raise TypeError(f"unsupported config type {tp!r}")  # a bug in this module, not user input
 

@@ -23,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from device import inputs
 from device.config import Config
 from device.ingest import matcher
 from device.vision.pipeline import analyse_frame
@@ -199,13 +200,9 @@ def crop_of(frame: np.ndarray) -> tuple[np.ndarray | None, float, tuple[str, ...
 def read_grey(path: Path) -> np.ndarray:
     """An 8-bit greyscale image a person handed over; UtilityError naming it if it is not one."""
     try:
-        raw = np.fromfile(path, np.uint8)
-    except OSError as exc:
-        raise UtilityError(f"{path}: cannot read: {exc.strerror}") from None
-    img = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE) if raw.size else None
-    if img is None:
-        raise UtilityError(f"{path}: not an image OpenCV can decode (PNG, JPEG, BMP, TIFF)")
-    return img
+        return inputs.read_image(path, what="palm image", flags=cv2.IMREAD_GRAYSCALE)
+    except inputs.InputError as exc:
+        raise UtilityError(str(exc)) from None
 
 
 def measure_folder(folder: Path, session: int = 3) -> Utility:

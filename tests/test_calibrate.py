@@ -330,7 +330,7 @@ def _break(folder: Path, how: str) -> None:
     [
         ("missing", "no card-sector-2.png in the manifest: a rig of 4 sectors needs"),
         ("size", "card-flood.png is 640x400: the manifest says 640x480"),
-        ("unreadable", "dark.png is not a readable PNG"),
+        ("unreadable", "dark.png' is not a PNG image"),
         ("sectors", "frames card-sector-3 do not belong to a rig of 3 sectors"),
         ("colour", "card-flood.png is not 8-bit greyscale"),
     ],

@@ -130,7 +130,7 @@ def test_a_model_file_that_is_not_one_is_named(tmp_path: Path) -> None:
     bad.write_text('{"weights": {}}')
     with pytest.raises(L.ModelError, match="not a liveness model"):
         L.load_model(bad)
-    with pytest.raises(L.ModelError, match="cannot read"):
+    with pytest.raises(L.ModelError, match="does not exist"):
         L.load_model(tmp_path / "absent.json")
 
 

@@ -94,7 +94,7 @@ def test_check_judges_bursts_and_reports_unreadable_inputs(config: Config, tmp_p
         str(single),
         str(tmp_path / "missing"),
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1 and "2 input(s) could not be read" in proc.stderr, proc.stderr
     out = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [o["path"] for o in out] == [
         str(live),
@@ -107,7 +107,7 @@ def test_check_judges_bursts_and_reports_unreadable_inputs(config: Config, tmp_p
     assert out[0]["quality"]["ok"] and out[0]["liveness"]["live"] is True
     assert out[1]["liveness"]["live"] is False
     assert out[2]["liveness"] is None or out[2]["liveness"]["live"] is False
-    assert "error" in out[3] and "not an image" in out[3]["error"]
+    assert "error" in out[3] and "not a PNG, JPEG or BMP image" in out[3]["error"]
     assert out[4]["liveness"] is None and "score" in out[4]["quality"] and "reasons" in out[4]["quality"]
     assert "error" in out[5]
     for o in out[:3]:

@@ -15,7 +15,6 @@ import datetime as dt
 import math
 import os
 import secrets
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,12 +23,16 @@ from typing import Any
 import cv2
 import numpy as np
 
+from device import inputs
 from device.calibration.flatfield import NOMINAL_FOCAL_OF_WIDTH, FlatField, ring_spread
 from device.errors import ScannerError
+from device.inputs import cut
 
 FORMAT = 1
 #: side of a flat-field table's cell, in frame pixels
 CELL_PX = 16
+#: largest calibration file read (a 12-megapixel rig's tables are about 3 MB)
+MAX_FILE_BYTES = 16 * inputs.MiB
 
 
 class CalibrationError(ScannerError):
@@ -241,18 +244,14 @@ def save(cal: Calibration, path: Path) -> None:
 
 def load(path: Path) -> Calibration:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         raise CalibrationError(
             f"no calibration at {path}: run `palm calibrate all` with the grey card and the focus target"
-        ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CalibrationError(f"cannot read the calibration {path}: {getattr(e, 'strerror', e)}") from None
+        )
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise CalibrationError(f"{path} is not valid TOML ({e}): run `palm calibrate all` again") from None
+        data = inputs.read_toml(path, what="calibration", limit=MAX_FILE_BYTES)
+    except inputs.InputError as e:
+        raise CalibrationError(f"{e}: run `palm calibrate all` again") from None
     try:
         return parse(data)
     except CalibrationError as e:
@@ -267,7 +266,7 @@ def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where
     if kind is float and isinstance(v, int) and not isinstance(v, bool):
         v = float(v)
     if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):
-        raise CalibrationError(f"{label} = {v!r} is not {_kind_name(kind)}")
+        raise CalibrationError(f"{label} = {cut(v)} is not {_kind_name(kind)}")
     if isinstance(v, float) and not math.isfinite(v):
         raise CalibrationError(f"{label} is not a finite number")
     return v
@@ -312,7 +311,7 @@ def parse(data: Mapping[str, Any]) -> Calibration:
     try:
         cal.age_days()
     except ValueError:
-        raise CalibrationError(f"created = {cal.created!r} is not an ISO 8601 time") from None
+        raise CalibrationError(f"created = {cut(cal.created)} is not an ISO 8601 time") from None
     parts: dict[str, Any] = {}
     if "dark" in data:
         d = data["dark"]

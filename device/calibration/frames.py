@@ -29,8 +29,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from device import inputs
 from device.errors import ScannerError
 from device.hardware import patterns
+from device.inputs import cut
 
 MANIFEST = "manifest.json"
 DARK = "dark"
@@ -149,7 +151,8 @@ def _num(d: Mapping[str, Any], key: str, where: str, *, positive: bool = True) -
         or not math.isfinite(v)
         or (positive and v <= 0)
     ):
-        raise FramesError(f"{where}: {key} = {v!r} is not {'a positive number' if positive else 'a number'}")
+        want = "a positive number" if positive else "a number"
+        raise FramesError(f"{where}: {key} = {cut(v)} is not {want}")
     return float(v)
 
 
@@ -193,12 +196,12 @@ def read(folder: Path) -> CalibrationFrames:
     folder = Path(folder)
     if not folder.is_dir():
         raise FramesError(f"{folder} is not a folder of calibration frames")
+    if not (folder / MANIFEST).exists():
+        raise FramesError(f"{folder} has no {MANIFEST}")
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise FramesError(f"{folder} has no {MANIFEST}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FramesError(f"{folder / MANIFEST} is not readable JSON ({err})") from None
+        manifest = inputs.read_json(folder / MANIFEST, what="calibration manifest")
+    except inputs.InputError as err:
+        raise FramesError(str(err)) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("frames"), list):
         raise FramesError(f"{MANIFEST}: frames must be a list, one entry per PNG")
     optics = _optics(manifest.get("optics"))
@@ -226,12 +229,11 @@ def read(folder: Path) -> CalibrationFrames:
         where = f"{MANIFEST}: frame {role}"
         path = folder / f"{role}.png"
         try:
-            data = np.frombuffer(path.read_bytes(), np.uint8)
-        except OSError as err:
-            raise FramesError(f"cannot read {path}: {err.strerror}") from None
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-        if img is None:
-            raise FramesError(f"{path} is not a readable PNG")
+            img = inputs.read_image(
+                path, what="calibration frame", flags=cv2.IMREAD_UNCHANGED, formats=("PNG",)
+            )
+        except inputs.InputError as err:
+            raise FramesError(str(err)) from None
         if img.dtype != np.uint8 or img.ndim != 2:
             raise FramesError(f"{path} is not 8-bit greyscale ({img.dtype}, {img.ndim} dimensions)")
         h, w = img.shape
@@ -242,11 +244,11 @@ def read(folder: Path) -> CalibrationFrames:
             )
         ts = e.get("timestamp_ns")
         if not isinstance(ts, int) or isinstance(ts, bool):
-            raise FramesError(f"{where}: timestamp_ns = {ts!r} is not an integer")
+            raise FramesError(f"{where}: timestamp_ns = {cut(ts)} is not an integer")
         leds = e.get("leds")
         expect_leds = "none" if role == DARK else patterns.manifest_leds(role.removeprefix("card-"))
         if leds != expect_leds:
-            raise FramesError(f"{where}: leds = {leds!r}, but {role}.png is the pattern {expect_leds!r}")
+            raise FramesError(f"{where}: leds = {cut(leds)}, but {role}.png is the pattern {expect_leds!r}")
         shots[role] = Shot(
             role=role,
             pixels=img,

@@ -17,6 +17,11 @@ def sector(k: int) -> str:
     return f"sector-{k}"
 
 
+def is_role(name: str) -> bool:
+    """A frame role of the protocol: ``ambient``, ``flood`` or ``sector-0`` to ``sector-9``."""
+    return name in (AMBIENT, FLOOD) or _SECTOR_RE.fullmatch(name) is not None
+
+
 def all_patterns(n_sectors: int) -> tuple[str, ...]:
     """Every pattern of a ring of n sectors, in the order a burst takes them."""
     return (AMBIENT, FLOOD, *(sector(k) for k in range(n_sectors)))

@@ -143,7 +143,7 @@ def build_archive(frames: Sequence[CaptureFrame]) -> bytearray:
     return buf
 
 
-def _png_header(data: bytes) -> tuple[int, int, int, int]:
+def png_header(data: bytes) -> tuple[int, int, int, int]:
     """Width, height, bit depth and colour type from the IHDR chunk, checked before decoding."""
     if len(data) < 33 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
         raise ValueError("not a PNG")
@@ -205,7 +205,7 @@ def validate_archive(plaintext: bytes, roles: list[str], keep: str | None = None
             raise ProtocolError("malformed", f"manifest entry for {entry['role']} has fields {sorted(entry)}")
         data = read(member)
         try:
-            w, h, depth, colour = _png_header(data)
+            w, h, depth, colour = png_header(data)
         except ValueError as exc:
             raise ProtocolError("malformed", f"{member.name}: {exc}") from None
         if depth != 8 or colour != 0:

@@ -2,7 +2,8 @@
 
 Private keys are PKCS#8 PEM files (so keys made by any standard tool work),
 created with mode 0600 and never overwritten. A private key file that group or
-others can read is refused. Key material never appears in a message or a log.
+others can read is refused, and so is a symbolic link (whose permissions say nothing of the
+file's). Key material never appears in a message or a log.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from device import inputs
 from device.errors import KeyFileError
 
 PrivateKey = Ed25519PrivateKey | X25519PrivateKey
+MAX_KEY_FILE = 64 * 1024  # a PEM key is a few hundred bytes
 
 
 def kid(public_raw: bytes) -> str:
@@ -86,23 +89,20 @@ def write_private_key(path: Path, key: PrivateKey) -> None:
 
 
 def _load_private(path: Path, what: str) -> PrivateKey:
+    """A private key file: a regular file, not a symbolic link (its permissions are the file's own),
+    mode 0600 or stricter, at most ``MAX_KEY_FILE`` bytes."""
+
+    def private(st: os.stat_result) -> None:
+        if st.st_mode & 0o077:
+            raise KeyFileError(
+                f"{what} {str(path)!r} can be read by others (mode {stat.S_IMODE(st.st_mode):04o}): "
+                f"make it mode 0600 with `chmod 600 {path}`"
+            )
+
     try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise KeyFileError(f"{what} {str(path)!r} does not exist") from None
-    except OSError as exc:
-        raise KeyFileError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise KeyFileError(f"{what} {str(path)!r} is not a regular file")
-    if st.st_mode & 0o077:
-        raise KeyFileError(
-            f"{what} {str(path)!r} can be read by others (mode {stat.S_IMODE(st.st_mode):04o}): "
-            f"make it mode 0600 with `chmod 600 {path}`"
-        )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+        data = inputs.read_bytes(path, what=what, limit=MAX_KEY_FILE, follow_symlinks=False, check=private)
+    except inputs.InputError as exc:
+        raise KeyFileError(str(exc)) from None
     if b"ENCRYPTED PRIVATE KEY" in data:
         raise KeyFileError(f"{what} {str(path)!r} is encrypted: the scanner needs an unencrypted PKCS#8 key")
     try:

@@ -45,11 +45,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from device import inputs
 from device.calibration.flatfield import PALM_DISTANCE_MM, FlatField
 from device.errors import ScannerError
 from device.hardware import patterns
@@ -135,7 +136,10 @@ class Model:
     def load(cls, text: str | None = None) -> Model:
         if text is None:
             text = resources.files("device.vision").joinpath("liveness_model.json").read_text()
-        d = json.loads(text)
+        return cls.from_json(json.loads(text))
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Model:
         return cls(
             weights=d["weights"],
             bias=d["bias"],
@@ -497,21 +501,32 @@ def load_model(path: str | os.PathLike[str] | None) -> Model:
     if path is None:
         return default_model()
     try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the liveness model: {exc.strerror}") from None
+        d = inputs.read_json(path, what="liveness model")
+    except inputs.InputError as exc:
+        raise ModelError(str(exc)) from None
     try:
-        model = Model.load(text)
-        missing = [f for f in FEATURES if f not in model.mean or f not in model.scale]
-        if missing:
-            raise ValueError(f"no mean or scale for {', '.join(missing)}")
-        if not 0.0 < model.threshold < 1.0:
-            raise ValueError(f"threshold {model.threshold} outside 0..1")
+        if not isinstance(d, dict):
+            raise ValueError("the file holds no JSON object")
+        model = Model.from_json(d)
+        for name in ("weights", "mean", "scale"):
+            table = getattr(model, name)
+            missing = [f for f in FEATURES if f not in table]
+            if missing or not all(_is_number(table[f]) for f in FEATURES):
+                raise ValueError(f"{name} needs a number for each of {', '.join(FEATURES)}")
+        if not all(model.scale[f] > 0 for f in FEATURES):
+            raise ValueError("every scale must be above 0")
+        if not (_is_number(model.bias) and _is_number(model.threshold) and 0.0 < model.threshold < 1.0):
+            raise ValueError("bias must be a number and threshold a number between 0 and 1")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelError(
-            f"{path}: not a liveness model (the JSON `palm calibrate liveness` writes): {exc}"
+            f"{path}: not a liveness model (the JSON `palm calibrate liveness` writes): "
+            + inputs.cut(str(exc), 200)
         ) from None
     return model
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def describe_model(model: Model, path: str | os.PathLike[str] | None) -> str:
