@@ -719,7 +719,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             reload=reload,
         ),
     )
-    return 0 if summary.count else 1
+    return 0 if summary.count or summary.stopped_by else 1  # stopped by a signal: a clean stop
 
 
 def _run_on_hardware(args: argparse.Namespace) -> int:

@@ -124,3 +124,25 @@ class SimulatedTime(FakeClock):
             yield
         finally:
             self._paused += time.perf_counter_ns() - t
+
+
+class CounterTime:
+    """A :class:`SimulatedTime` as the counter sees it, for what waits on real peers: the uplink
+    talking to a real server, and the sealer whose timestamps the outbox ages captures by.
+
+    ``monotonic_ns`` is the simulation's stopwatch (its waits plus the real time spent computing
+    and on the network); sleeping and timers are the simulation's. On SimulatedTime alone, which
+    stands still while a socket waits, a server dripping its answer held one 3 s delivery for five
+    attempts of 3 s each."""
+
+    def __init__(self, sim: SimulatedTime) -> None:
+        self._sim = sim
+
+    def monotonic_ns(self) -> int:
+        return self._sim.stopwatch_ns()
+
+    def sleep(self, seconds: float) -> None:
+        self._sim.sleep(seconds)
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
+        return self._sim.call_later(seconds, callback)

@@ -310,3 +310,52 @@ def test_killed_daemon_leaves_no_core_file(tmp_path: Path) -> None:
         code = d.finish()
     assert code == -signal.SIGSEGV
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_ends_the_daemon_in_its_stop_time_while_a_cloud_drips_its_answer(tmp_path: Path) -> None:
+    """The review's case: a cloud that sent its answer a byte every few seconds held `palm run` in
+    one upload for over 600 s, deaf to SIGTERM, with /healthz saying ok. Now each attempt ends at its
+    deadline, so SIGTERM sent while the cloud drips ends the daemon well inside the unit's
+    TimeoutStopSec, and the capture it could not deliver is counted, not lost."""
+    from tests.test_uplink import Dripper
+
+    stop_s = float(re.search(r"TimeoutStopSec=(\d+)s", (ROOT / "systemd/palmd.service").read_text()).group(1))  # type: ignore[union-attr]
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from device.protocol.keys import write_private_key
+
+    key = tmp_path / "device-key.pem"
+    write_private_key(key, Ed25519PrivateKey.generate())
+    config = tmp_path / "config.toml"
+    config.write_text(
+        (ROOT / "config.example.toml").read_text().replace("/var/lib/palm-scanner/device-key.pem", str(key))
+    )
+    dripper = Dripper("headers")
+    args = ["--scans", "30", "--seed", "3", "--config", str(config), "--endpoint", dripper.url]
+    d = Daemon([*args, "--status-port", "0"], cwd=tmp_path)
+    ok = False
+    try:
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", str(d.wait_log(r"^status on"))).group(1))  # type: ignore[union-attr]
+        d.wait_log(r"^ready")
+        end = time.monotonic() + 300
+        while not dripper.held_s and time.monotonic() < end:  # an upload met the dripping cloud
+            health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            time.sleep(0.2)
+        assert dripper.held_s, "no upload reached the cloud"
+        assert health.status_code == 200  # an attempt within its deadline is not stuck
+        d.proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        code = d.finish(timeout=stop_s)
+        took = time.monotonic() - sent
+        ok = True
+    finally:
+        dripper.close()
+        if not ok:
+            d.finish(failed=True)
+    assert code == 0 and took < stop_s, took
+    summary = json.loads(d.stdout[-1])["summary"]
+    assert summary["stopped_by"] == "SIGTERM"
+    # the capture the cloud never took is counted, waiting or dropped, not lost
+    assert summary["outbox"]["depth"] + sum(summary["outbox"]["dropped"].values()) >= 1
+    assert not any("Traceback" in str(e.get("msg")) for e in d.logs)
+    print(f"SIGTERM to exit while the cloud dripped: {took:.1f} s (TimeoutStopSec {stop_s:g} s)")

@@ -478,3 +478,31 @@ def test_many_failed_attempts_keep_the_backoff_at_its_cap() -> None:
     up._attempt = lambda c, limit_s=None: _Try(final=False, error="unreachable")  # type: ignore[method-assign]
     assert up._step(pending, clock.monotonic_ns()) is None
     assert 0 <= pending.next_try_ns - clock.monotonic_ns() <= 8e9
+
+
+def test_healthz_says_stuck_while_an_upload_outlives_its_deadline(keys: Keys, clock: FakeClock) -> None:
+    """The deadline shuts the attempt's sockets; what it cannot cut (a name lookup, a driver) must
+    still show: /healthz answers 503 "stuck" while an attempt runs past its deadline, 200 again once
+    it ends."""
+    from device.daemon.status import STUCK_AFTER_S, Metrics
+
+    metrics = Metrics()
+    metrics.set(state="serving")
+    health: list[tuple[int, dict[str, Any]]] = []
+
+    class Held(requests.Session):
+        def post(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+            health.append(metrics.health())  # under way, on time
+            clock.advance(FAST.attempt_deadline_s + STUCK_AFTER_S / 2)
+            health.append(metrics.health())  # past the deadline, within the grace
+            clock.advance(STUCK_AFTER_S)
+            health.append(metrics.health())  # held: stuck
+            raise requests.exceptions.ConnectionError("let go at last")
+
+    up = Uplink(endpoint="http://127.0.0.1:9", session=Held(), clock=clock, outbox=Outbox(), policy=FAST)
+    metrics.watch_upload(up.overdue_s)
+    d = up.deliver(seal(keys, clock), wait_s=FAST.attempt_deadline_s)
+    assert [code for code, _ in health] == [200, 200, 503], health
+    assert health[2][1]["status"] == "stuck" and health[2][1]["upload_overdue_s"] > STUCK_AFTER_S
+    assert "palm_up 0" not in metrics.exposition() and metrics.health()[0] == 200
+    assert d.outcome == "pending" and up.overdue_s() == 0.0

@@ -103,6 +103,8 @@ class Summary:
     count: int = 0
     outcomes: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     timings: dict[str, deque[float]] = field(default_factory=dict)
+    #: the signal (or request) that stopped the service, if one did
+    stopped_by: str | None = None
 
     def add(self, scan: Scan) -> None:
         self.count += 1

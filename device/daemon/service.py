@@ -78,6 +78,7 @@ class Service:
         self.parts = parts
         self.clock = clock
         self.metrics = metrics or Metrics()
+        self.metrics.watch_upload(parts.uplink.overdue_s)
         self.notifier = notifier or Notifier({})
         self._reload = reload
         self._on_scan = on_scan

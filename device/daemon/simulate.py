@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from device import __version__
 from device.calibration.session import sim_calibration
-from device.clock import SimulatedTime
+from device.clock import CounterTime, SimulatedTime
 from device.config import Config
 from device.daemon.loop import Scan, Summary, loop_maker
 from device.daemon.notify import Notifier
@@ -64,6 +64,7 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
     hardening = harden(allow_swap=True, lock=False)  # simulated frames: swap is no leak here
     log.info(hardening.describe())
     clock = SimulatedTime()
+    counter = CounterTime(clock)  # the uplink waits on a real server: its deadlines count real time
     start = clock.monotonic_ns()
     # More presentations than needed: the run stops after opts.scans answers.
     events = shoppers(opts.seed, 3 * opts.scans + 5, attack_share=0.3, interactive=True)
@@ -108,14 +109,14 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
             device_key=device_key,
             recipient=recipient,
             firmware=__version__,
-            monotonic_ns=clock.monotonic_ns,
+            monotonic_ns=counter.monotonic_ns,
         )
         session = make_session(
             ca_bundle=config.cloud.ca_bundle,
             pin_sha256=config.cloud.pin_sha256,
             user_agent=f"palm-scanner/{__version__}",
         )
-        uplink = Uplink(endpoint=endpoint, session=session, clock=clock, outbox=Outbox())
+        uplink = Uplink(endpoint=endpoint, session=session, clock=counter, outbox=Outbox())
         cal = sim_calibration(config)  # the simulated scanner calibrated as a technician would
         log.info("calibrated the simulated scanner: %s", cal.id)
         model = load_model(config.calibration.liveness_file)
@@ -165,6 +166,7 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
         if server is not None:
             server.stop()
     summary = service.summary
+    summary.stopped_by = service.stopped_by
     result = summary.as_json()
     m = service.metrics
     # Every presentation the scenario made, answered or not (a phone's screen in a dark shop

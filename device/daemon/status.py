@@ -2,7 +2,8 @@
 
 /metrics is Prometheus text exposition format 0.0.4: counts and timings, never a
 capture, a score of a particular shopper or anything biometric. /healthz answers
-200 while the scanner can serve shoppers and 503 with the reason while it cannot.
+200 while the scanner can serve shoppers and 503 with the reason while it cannot
+(starting, a fault, or an upload stuck past its deadline).
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import json
 import socket
 import threading
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 #: upload latency histogram bounds, seconds
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: an upload this long past its attempt's deadline is stuck: the deadline's timer fires within
+#: milliseconds, so this much later something it cannot cut holds the loop
+STUCK_AFTER_S = 2.0
 
 
 class Metrics:
@@ -34,6 +39,12 @@ class Metrics:
         self.outbox_dropped: Counter[str] = Counter()
         self.state = "starting"
         self.fault: str | None = None
+        self._overdue: Callable[[], float] = lambda: 0.0
+
+    def watch_upload(self, overdue_s: Callable[[], float]) -> None:
+        """How long the upload under way is past its deadline (Uplink.overdue_s): /healthz says 503
+        once it is more than STUCK_AFTER_S."""
+        self._overdue = overdue_s
 
     def scan(self, outcome: str, reasons: list[str]) -> None:
         with self._lock:
@@ -58,6 +69,7 @@ class Metrics:
                 setattr(self, k, v)
 
     def exposition(self) -> str:
+        overdue = self._overdue()
         with self._lock:
             out: list[str] = []
 
@@ -90,13 +102,17 @@ class Metrics:
             family("palm_camera_restarts_total", "counter", "Times the camera was reopened after a fault.")
             out.append(f"palm_camera_restarts_total {self.camera_restarts}")
             family("palm_up", "gauge", "1 while the scanner can serve shoppers.")
-            out.append(f"palm_up {0 if self.fault or self.state == 'starting' else 1}")
+            up = not (self.fault or self.state == "starting" or overdue > STUCK_AFTER_S)
+            out.append(f"palm_up {int(up)}")
             return "\n".join(out) + "\n"
 
     def health(self) -> tuple[int, dict[str, Any]]:
+        overdue = self._overdue()
         with self._lock:
             if self.fault:
                 return 503, {"status": "fault", "state": self.state, "fault": self.fault}
+            if overdue > STUCK_AFTER_S:  # the deadline did not end the upload: the loop is held
+                return 503, {"status": "stuck", "state": self.state, "upload_overdue_s": round(overdue, 1)}
             if self.state == "starting":  # no frame from the camera yet: not serving
                 return 503, {"status": "starting", "state": self.state}
             return 200, {"status": "ok", "state": self.state}

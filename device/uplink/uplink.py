@@ -98,6 +98,7 @@ class Uplink:
         self._bodies: dict[str, tuple[bytes, str]] = {}
         self.counts: Counter[str] = Counter()
         self.attempts = 0
+        self._attempt_due_ns: int | None = None  # while an attempt is under way: when it must end
 
     def deliver(self, capture: SealedCapture, *, wait_s: float) -> Delivery:
         """Send now, retrying by the rules for up to ``wait_s``; still retryable then: it stays pending."""
@@ -215,7 +216,23 @@ class Uplink:
             self._bodies[capture.capture_id] = multipart.encode(capture.envelope, capture.sealed)
         return self._bodies[capture.capture_id]
 
+    def overdue_s(self) -> float:
+        """How long the attempt under way has run past its deadline: 0 while none has. The deadline
+        cuts the attempt's sockets, so this grows only where something it cannot cut holds the
+        upload (a name lookup, a driver): /healthz then says so (device.daemon.status)."""
+        due = self._attempt_due_ns
+        return 0.0 if due is None else max(0.0, (self._clock.monotonic_ns() - due) / 1e9)
+
     def _attempt(self, capture: SealedCapture, limit_s: float | None = None) -> _Try:
+        p = self.policy
+        seconds = p.attempt_deadline_s if limit_s is None else max(0.5, min(p.attempt_deadline_s, limit_s))
+        self._attempt_due_ns = self._clock.monotonic_ns() + int(seconds * 1e9)
+        try:
+            return self._attempt_within(capture, seconds)
+        finally:
+            self._attempt_due_ns = None
+
+    def _attempt_within(self, capture: SealedCapture, seconds: float) -> _Try:
         body, content_type = self._body(capture)
         if len(body) > MAX_BODY:
             return _Try(final=True, error="too_large", detail=f"body of {len(body)} bytes is over {MAX_BODY}")
@@ -225,7 +242,6 @@ class Uplink:
             "Idempotency-Key": capture.capture_id,
         }
         p = self.policy
-        seconds = p.attempt_deadline_s if limit_s is None else max(0.5, min(p.attempt_deadline_s, limit_s))
         late = f"no whole answer within the attempt's {seconds:g} s"
         with Deadline(seconds) as deadline:
             try:
