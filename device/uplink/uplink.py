@@ -10,9 +10,9 @@ counted. Time comes from the injected clock.
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
 import random
+import re
 import time
 import urllib.parse
 from collections import Counter
@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 
+from device import inputs
 from device.clock import Clock
 from device.config import is_loopback
 from device.errors import UplinkError
@@ -319,24 +320,30 @@ def _read_capped(resp: requests.Response) -> bytes:
 
 
 def _json(raw: bytes) -> dict[str, Any]:
+    """The reply as a JSON object, or {} for anything else: nesting and numbers bounded as for a
+    file handed over (device.inputs), so deeply nested JSON is a bad reply, not a RecursionError."""
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        obj = inputs.load_json(raw, what="reply")
+    except inputs.InputError:
         return {}
     return obj if isinstance(obj, dict) else {}
 
 
+_DELAY_SECONDS = re.compile(r"[0-9]{1,9}")  # ASCII digits only: "²" is a digit to str.isdigit
+
+
 def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (RFC 9110: delay-seconds or an HTTP date), None if it is neither."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DELAY_SECONDS.fullmatch(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _short(exc: BaseException) -> str:
