@@ -86,12 +86,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+    from device.protocol import SUITE_X25519, SUITE_XWING
     from device.protocol.keys import (
         b64,
-        kid,
-        load_device_key,
+        describe_key_file,
+        new_recipient_key,
         raw_public,
         write_new_file,
         write_private_key,
@@ -107,19 +107,19 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print(f"(reference ingest: palm ingest ... --device {args.device_id}={pub})")
         return 0
     if args.action == "show":
-        pub = b64(raw_public(load_device_key(Path(args.path))))
-        print(f"public key: {pub}")
+        print("\n".join(describe_key_file(Path(args.path))))
         return 0
-    key_x = X25519PrivateKey.generate()
+    suite = {"xwing": SUITE_XWING, "x25519": SUITE_X25519}[args.suite]
     out = Path(args.out)
     pub_path = out.with_name(out.name + ".pub")
     if os.path.lexists(pub_path):  # before the private half is made: never one without the other
         raise KeyFileError(f"{str(pub_path)!r} already exists: a key is never overwritten")
-    write_private_key(out, key_x)
-    raw = raw_public(key_x)
+    pem, rec = new_recipient_key(suite)
+    write_new_file(out, pem, 0o600)
+    raw = rec.public_raw
     write_new_file(pub_path, (b64(raw) + "\n").encode("ascii"), 0o644)
-    print(f"wrote recipient private key {out} (X25519, PKCS#8 PEM, mode 0600): for palm ingest only")
-    print(f"wrote recipient public key {pub_path} (kid {kid(raw)})")
+    print(f"wrote recipient private key {out} ({suite}, PKCS#8 PEM, mode 0600): for palm ingest only")
+    print(f"wrote recipient public key {pub_path} ({len(raw)} bytes, kid {rec.kid})")
     print(f'for the scanner config, [cloud]: recipient_public_key = "{b64(raw)}"')
     return 0
 
@@ -171,7 +171,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     import threading
 
     from device.ingest.server import Faults, Ingest, IngestServer
-    from device.protocol.keys import device_public_from_b64, kid, load_recipient_key, raw_public
+    from device.protocol.keys import device_public_from_b64, load_recipient_key
 
     recipients = [load_recipient_key(Path(p)) for p in args.recipient_key]
     devices = {}
@@ -221,7 +221,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with server:
-        kids = ", ".join(kid(raw_public(k)) for k in recipients)
+        kids = ", ".join(f"{k.kid} ({k.suite})" for k in recipients)
         print(
             f"palm ingest (development only) on {server.url}/v1/captures: {len(devices)} device(s), "
             f"recipient kid {kids}",
@@ -820,15 +820,26 @@ def build_parser() -> argparse.ArgumentParser:
     k_init.add_argument(
         "--device-id", default="DEVICE-ID", help="the device id to print in the register line"
     )
-    k_show = ksub.add_parser("show", help="print the public half of a device key")
+    k_show = ksub.add_parser(
+        "show",
+        help="print a key's public half (and a recipient key's suite and kid)",
+        description="Print the public half of a device key, or the suite, kid and public half of a "
+        "recipient key (its private file or its PATH.pub).",
+    )
     k_show.add_argument("path", metavar="PATH")
     k_rec = ksub.add_parser(
         "recipient",
-        help="create an X25519 recipient key pair for a development cloud",
+        help="create a recipient key pair for a development cloud (X-Wing by default)",
         description="Write the private half (for palm ingest) to PATH and the public half "
         "(base64, for the scanner config) to PATH.pub.",
     )
     k_rec.add_argument("--out", required=True, metavar="PATH")
+    k_rec.add_argument(
+        "--suite",
+        choices=("xwing", "x25519"),
+        default="xwing",
+        help="xwing (ML-KEM-768 + X25519, protocol 2's post-quantum default) or x25519 (protocol 1)",
+    )
     keys.set_defaults(handler=cmd_keys)
 
     st = sub.add_parser(

@@ -24,9 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from device import inputs
-from device.errors import ConfigError
+from device.errors import ConfigError, KeyFileError
 from device.inputs import cut
-from device.protocol.keys import low_order
+from device.protocol import SUITE_X25519, SUITE_XWING, SUITES
+from device.protocol.keys import (
+    X25519_PUBLIC_LEN,
+    XWING_PUBLIC_LEN,
+    RecipientPublic,
+    has_xwing,
+    low_order,
+    new_recipient_key,
+    recipient_public,
+)
 
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_CONFIG_BYTES = inputs.MiB  # a config is a few KiB
@@ -66,26 +75,41 @@ class DeviceConfig:
 @dataclass(frozen=True)
 class CloudConfig:
     endpoint: str = _key(doc="base URL of the ingest service, https:// (http:// only for loopback)")
-    recipient_public_key: str = _key(doc="base64 of the cloud's raw 32-byte X25519 public key")
+    recipient_public_key: str = _key(
+        doc="base64 of the cloud's raw recipient public key: 1216 bytes (X-Wing) or 32 (X25519)"
+    )
+    protocol: int = _key(2, doc="the upload protocol version the scanner sends", lo=1, hi=2)
     ca_bundle: Path | None = _key(None, doc="PEM file of a private CA to trust instead of the system's")
     pin_sha256: str | None = _key(None, doc="hex SHA-256 of the server certificate (DER) to pin")
 
     def __post_init__(self) -> None:
         _check_endpoint(self.endpoint)
+        label = f"[cloud] recipient_public_key = {cut(self.recipient_public_key)} is not valid"
         try:
             raw = base64.b64decode(self.recipient_public_key, validate=True)
         except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) != 32:
             raise ConfigError(
-                f"[cloud] recipient_public_key = {cut(self.recipient_public_key)} is not valid: "
-                f"it must be standard base64 of exactly 32 bytes (got {len(raw)} bytes)"
+                f"{label}: it must be standard base64 of {XWING_PUBLIC_LEN} bytes (X-Wing) or "
+                f"{X25519_PUBLIC_LEN} bytes (X25519)"
+            ) from None
+        if len(raw) not in (X25519_PUBLIC_LEN, XWING_PUBLIC_LEN):
+            raise ConfigError(
+                f"{label}: it must be standard base64 of {XWING_PUBLIC_LEN} bytes (X-Wing) or "
+                f"{X25519_PUBLIC_LEN} bytes (X25519), not {len(raw)} bytes"
             )
-        if low_order(raw):
+        if low_order(raw[-X25519_PUBLIC_LEN:]):
             raise ConfigError(
-                f"[cloud] recipient_public_key = {cut(self.recipient_public_key)} is not valid: it is an "
-                "X25519 key of small order (all zeros is one), to which no seal is secret; give the "
-                "cloud's real key (palm keys recipient prints one for a development cloud)"
+                f"{label}: its X25519 key is of small order (all zeros is one), to which no seal is "
+                "secret; give the cloud's real key (palm keys recipient prints one for a development cloud)"
+            )
+        try:
+            suite = recipient_public(raw).suite
+        except KeyFileError as exc:  # an ML-KEM key that is not one; no X-Wing in this cryptography
+            raise ConfigError(f"{label}: {exc}") from None
+        if suite not in SUITES[self.protocol]:
+            raise ConfigError(
+                f"[cloud] protocol = {self.protocol} cannot seal to an X-Wing key (version 1 has only "
+                "X25519): set protocol = 2, or give the cloud's 32-byte X25519 key"
             )
         if self.pin_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.pin_sha256):
             raise ConfigError(
@@ -96,6 +120,11 @@ class CloudConfig:
     @property
     def recipient_public_bytes(self) -> bytes:
         return base64.b64decode(self.recipient_public_key)
+
+    @property
+    def recipient(self) -> RecipientPublic:
+        """The recipient key the scanner seals to, and its suite."""
+        return recipient_public(self.recipient_public_bytes)
 
 
 def _check_endpoint(url: str) -> None:
@@ -420,10 +449,10 @@ def defaults_for_simulation(
 ) -> Config:
     """A config for the simulated scanner when the user gives none."""
     if recipient_public_key is None:
-        # a key no one holds the private half of, until the simulated scanner makes its own
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-        recipient_public_key = X25519PrivateKey.generate().public_key().public_bytes_raw()
+        # a key no one holds the private half of, until the simulated scanner makes its own;
+        # post-quantum where this cryptography can
+        suite = SUITE_XWING if has_xwing() else SUITE_X25519
+        recipient_public_key = new_recipient_key(suite)[1].public_raw
     key = recipient_public_key
     return Config(
         device=DeviceConfig(id=device_id, key_file=Path("/nonexistent/sim-key.pem")),

@@ -334,12 +334,12 @@ def simulated_probes(config: Config, faults: Sequence[str] = ()) -> Iterator[Pro
     reference ingest on 127.0.0.1; ``faults`` (from SIM_FAULTS, ``dead-sector`` as
     ``dead-sector:K``) break what their check must catch."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     from device import __version__
     from device.calibration.session import sim_calibration
     from device.clock import FakeClock
     from device.ingest.server import Ingest, IngestServer
+    from device.protocol.keys import new_recipient_key, recipient_public
     from device.protocol.seal import Sealer
     from device.sim.camera import SimFaults
     from device.sim.scanner import SimulatedScanner
@@ -349,7 +349,7 @@ def simulated_probes(config: Config, faults: Sequence[str] = ()) -> Iterator[Pro
     for f in faults:
         if f.startswith("dead-sector:"):
             sim.sector_gain[int(f.split(":", 1)[1])] = 0.0
-    device_key, cloud = Ed25519PrivateKey.generate(), X25519PrivateKey.generate()
+    device_key, cloud = Ed25519PrivateKey.generate(), new_recipient_key(config.cloud.recipient.suite)[1]
     server = IngestServer(Ingest(recipients=[cloud], devices={config.device.id: device_key.public_key()}))
     server.start()
     clock = FakeClock()
@@ -360,7 +360,11 @@ def simulated_probes(config: Config, faults: Sequence[str] = ()) -> Iterator[Pro
 
     def send(cfg: Config) -> tuple[bool, str]:
         sealer = Sealer(
-            device_id=cfg.device.id, device_key=device_key, recipient=cloud.public_key(), firmware=__version__
+            device_id=cfg.device.id,
+            device_key=device_key,
+            recipient=recipient_public(cloud.public_raw),
+            firmware=__version__,
+            protocol=cfg.cloud.protocol,
         )
         # cloud-down: an address where nothing listens (a closed port on this machine)
         endpoint = "http://127.0.0.1:9/v1/captures" if "cloud-down" in faults else server.url

@@ -14,7 +14,7 @@ from device.clock import MonotonicClock
 from device.config import Config
 from device.hardware import patterns
 from device.protocol.archive import CaptureFrame
-from device.protocol.keys import load_device_key, recipient_public
+from device.protocol.keys import load_device_key
 from device.protocol.seal import SealedCapture, Sealer
 from device.sim.scene import make_scene
 from device.sim.sheet import render_burst
@@ -55,8 +55,9 @@ def sealer_for(config: Config) -> Sealer:
     return Sealer(
         device_id=config.device.id,
         device_key=load_device_key(config.device.key_file),
-        recipient=recipient_public(config.cloud.recipient_public_bytes),
+        recipient=config.cloud.recipient,
         firmware=__version__,
+        protocol=config.cloud.protocol,
     )
 
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Benchmark: sealing a capture of 4 frames of 320 x 320, against a baseline in the same run.
+"""Benchmark: sealing a capture of 4 frames of 320 x 320 with both suites, against baselines in
+the same run.
 
     python scripts/bench_seal.py [--runs N]
 
-Prints the median and 95th percentile of each step (archive with its PNGs, signature,
-whole seal) and, as the baseline, HPKE alone on a plaintext of the same size, so that
-the ratio shows what the protocol's framing costs beyond encryption. Frames are
+Prints the median and 95th percentile of each step (archive with its PNGs, signature, HPKE alone
+on a plaintext of the same size, whole seal, and the ingest's open) for X25519 (the baseline) and
+X-Wing (ML-KEM-768 + X25519, protocol 2's default) side by side, and the ratios: what the
+protocol's framing costs beyond encryption, and what post-quantum costs beyond X25519. Frames are
 synthetic textured ramps, in memory; nothing is written.
 """
 
@@ -19,10 +21,11 @@ from collections.abc import Callable
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from device.protocol import SUITE_X25519, SUITE_XWING
 from device.protocol.archive import CaptureFrame, build_archive
-from device.protocol.seal import SUITE, Sealer, info_for
+from device.protocol.keys import has_xwing, new_recipient_key, recipient_public
+from device.protocol.seal import ENC_LEN, Sealer, hpke_suite, info_for, open_sealed
 
 
 def palm_like(seed: int) -> np.ndarray:
@@ -61,38 +64,62 @@ def row(name: str, ms: list[float]) -> None:
     print(f"{name:26s} median {statistics.median(ms):7.3f} ms   p95 {p95:7.3f} ms")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=300)
-    args = ap.parse_args()
-    recipient = X25519PrivateKey.generate().public_key()
+def bench_suite(suite: str, runs: int) -> dict[str, list[float]]:
+    private = new_recipient_key(suite)[1]
+    recipient = recipient_public(private.public_raw)
     sealer = Sealer(
         device_id="bench", device_key=Ed25519PrivateKey.generate(), recipient=recipient, firmware="bench"
     )
     checks = {"quality": {"score": 0.9}, "liveness": {"score": 0.99}}
-    sealer.seal(frames(), checks=checks, calibration=None)  # warm up
-    plaintext = build_archive(frames())
-    size = len(plaintext)
+    c = sealer.seal(frames(), checks=checks, calibration=None)  # warm up
+    size = len(build_archive(frames()))
+    info = info_for(b'{"v":2}', 2)
+    batches = [frames() for _ in range(runs)]  # the sealer wipes what it is given
+    it = iter(batches)
+    return {
+        "HPKE alone": timed(lambda: hpke_suite(suite).encrypt(bytes(size), recipient.key, info=info), runs),
+        "whole seal": timed(lambda: sealer.seal(next(it), checks=checks, calibration=None), runs),
+        "open (the ingest)": timed(
+            lambda: open_sealed(c.envelope, c.sealed, private, version=2, suite=suite), runs
+        ),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=300)
+    args = ap.parse_args()
     fixed = frames()
+    size = len(build_archive(fixed))
     import cv2
 
     png = timed(
         lambda: [cv2.imencode(".png", f.pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1]) for f in fixed], args.runs
     )
     tar = timed(lambda: build_archive(fixed), args.runs)
-    info = info_for(b'{"v":1}')
-    hpke = timed(lambda: SUITE.encrypt(bytes(size), recipient, info=info), args.runs)
     key = Ed25519PrivateKey.generate()
     sign = timed(lambda: key.sign(b"m" * 84), args.runs)
-    batches = [frames() for _ in range(args.runs)]  # the sealer wipes what it is given
-    it = iter(batches)
-    seal = timed(lambda: sealer.seal(next(it), checks=checks, calibration=None), args.runs)
+    suites = [SUITE_X25519] + ([SUITE_XWING] if has_xwing() else [])
+    results = {suite: bench_suite(suite, args.runs) for suite in suites}
     print(f"sealing 4 frames of 320 x 320 ({4 * 320 * 320} pixels, archive {size} bytes), {args.runs} runs")
     row("archive (stored PNGs)", tar)
     row("Ed25519 sign", sign)
-    row("baseline: HPKE alone", hpke)
-    row("whole seal", seal)
-    print(f"whole seal / HPKE alone: {statistics.median(seal) / statistics.median(hpke):.1f}x")
+    for suite, r in results.items():
+        print(f"{suite} (enc {ENC_LEN[suite]} bytes):")
+        for name, ms in r.items():
+            row(f"  {name}", ms)
+        ratio = statistics.median(r["whole seal"]) / statistics.median(r["HPKE alone"])
+        print(f"  whole seal / HPKE alone: {ratio:.1f}x")
+    if SUITE_XWING in results:
+        x, w = results[SUITE_X25519], results[SUITE_XWING]
+        for name in ("HPKE alone", "whole seal", "open (the ingest)"):
+            extra = statistics.median(w[name]) - statistics.median(x[name])
+            ratio = statistics.median(w[name]) / statistics.median(x[name])
+            print(f"X-Wing / X25519, {name}: {ratio:.2f}x ({extra:+.3f} ms)")
+        more = ENC_LEN[SUITE_XWING] - ENC_LEN[SUITE_X25519]
+        print(f"X-Wing adds {more} bytes to enc, and 1184 to the config's key")
+    else:
+        print("X-Wing: this cryptography has no MLKEM768_X25519 (48 or newer has)")
     row("not used: OpenCV PNG, zlib 1", png)
     print("(compressed PNG would halve the bytes but cost about 5 ms per frame here, 30+ on a Pi 4)")
     return 0

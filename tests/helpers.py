@@ -13,11 +13,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.x509.oid import NameOID
 
+from device.protocol import SUITE_XWING
 from device.protocol.archive import CaptureFrame
-from device.protocol.keys import raw_public
+from device.protocol.keys import RecipientPrivate, new_recipient_key, raw_public, recipient_public
 from device.protocol.seal import Sealer
 
 DEVICE_ID = "store-7-lane-2"
@@ -43,7 +43,7 @@ def frames(n: int = 4, size: int = 320, seed: int = 0) -> list[CaptureFrame]:
 @dataclass
 class Keys:
     device: Ed25519PrivateKey
-    recipient: X25519PrivateKey
+    recipient: RecipientPrivate
 
     @property
     def device_pub_b64(self) -> str:
@@ -53,15 +53,16 @@ class Keys:
         args: dict[str, object] = {
             "device_id": DEVICE_ID,
             "device_key": self.device,
-            "recipient": self.recipient.public_key(),
+            "recipient": recipient_public(self.recipient.public_raw),
             "firmware": "0.1.0-test",
         }
         args.update(kw)
         return Sealer(**args)  # type: ignore[arg-type]
 
 
-def new_keys() -> Keys:
-    return Keys(Ed25519PrivateKey.generate(), X25519PrivateKey.generate())
+def new_keys(suite: str = SUITE_XWING) -> Keys:
+    """A device key, and a recipient key of ``suite`` (X-Wing, as a scanner's default)."""
+    return Keys(Ed25519PrivateKey.generate(), new_recipient_key(suite)[1])
 
 
 @dataclass

@@ -27,7 +27,11 @@ def with_change(section: str, key: str, value: Any) -> dict[str, Any]:
 def test_example_config_loads_into_frozen_dataclasses(config: Config) -> None:
     assert config.device.id == "store-0042-lane-3"
     assert config.leds.sector_pins == (17, 27, 22, 23)
-    assert len(config.cloud.recipient_public_bytes) == 32
+    assert (
+        len(config.cloud.recipient_public_bytes) == 1216
+        and config.cloud.recipient.suite == "XWING-SHA256-AES256GCM"
+    )
+    assert config.cloud.protocol == 2
     assert config.cloud.ca_bundle is None and config.cloud.pin_sha256 is None
     with pytest.raises(AttributeError):
         config.device.id = "other"  # type: ignore[misc]
@@ -76,8 +80,14 @@ def test_every_key_is_in_the_example_with_a_comment_above_it() -> None:
             "https://x:99999",
             r"endpoint = 'https://x:99999' is not valid: Port out of range",
         ),
-        ("cloud", "recipient_public_key", "AAAA", r"recipient_public_key = 'AAAA'.*exactly 32 bytes \(got 3"),
-        ("cloud", "recipient_public_key", "not base64!", r"standard base64 of exactly 32 bytes"),
+        (
+            "cloud",
+            "recipient_public_key",
+            "AAAA",
+            r"recipient_public_key = 'AAAA'.*1216 bytes \(X-Wing\) or 32 bytes \(X25519\), not 3",
+        ),
+        ("cloud", "recipient_public_key", "not base64!", r"standard base64 of 1216 bytes \(X-Wing\) or 32"),
+        ("cloud", "protocol", 3, r"\[cloud\] protocol = 3 is out of range: valid is 1 to 2"),
         ("cloud", "ca_bundle", "/nonexistent/ca.pem", r"ca_bundle = '/nonexistent/ca.pem': no such file"),
         ("cloud", "pin_sha256", "ABCD", r"pin_sha256 = 'ABCD' is not valid: use 64 lowercase hex"),
         ("indicator", "green_pin", 17, r"BCM pin 17 is used by both \[leds\] sector_pins and \[indicator\]"),

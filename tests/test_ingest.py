@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +15,8 @@ from hypothesis import strategies as st
 
 from device.ingest.server import Faults, Ingest, IngestServer
 from device.protocol import multipart
-from device.protocol.keys import kid, raw_public
-from device.protocol.seal import SUITE, SealedCapture, info_for, signed_message
+from device.protocol.keys import recipient_public
+from device.protocol.seal import SealedCapture, hpke_suite, info_for, signed_message
 from tests.helpers import DEVICE_ID, Keys, frames, new_keys
 
 KEYS = new_keys()
@@ -45,10 +46,18 @@ def send(url: str, c: SealedCapture) -> requests.Response:
     return post(url, c.envelope, c.sealed, c.signature, c.capture_id)
 
 
-def resign(envelope: bytes, sealed: bytes) -> str:
+def resign(envelope: bytes, sealed: bytes, version: int = 2) -> str:
     import base64
 
-    return base64.b64encode(KEYS.device.sign(signed_message(envelope, sealed))).decode()
+    return base64.b64encode(KEYS.device.sign(signed_message(envelope, sealed, version))).decode()
+
+
+def reseal(plaintext: bytes, envelope: bytes, version: int = 2) -> bytes:
+    """``plaintext`` sealed to the ingest's key as a scanner would (KEYS' suite, these labels)."""
+    suite = KEYS.recipient.suite
+    return hpke_suite(suite).encrypt(
+        plaintext, recipient_public(KEYS.recipient.public_raw).key, info=info_for(envelope, version)
+    )
 
 
 def test_accepted_duplicate_and_conflict(server: IngestServer) -> None:
@@ -59,7 +68,7 @@ def test_accepted_duplicate_and_conflict(server: IngestServer) -> None:
     r = send(server.url, c)
     assert r.status_code == 200 and r.json()["status"] == "duplicate"
     # The same capture id with other (validly signed) content is a conflict.
-    other = SUITE.encrypt(b"other plaintext", KEYS.recipient.public_key(), info=info_for(c.envelope))
+    other = reseal(b"other plaintext", c.envelope)
     r = post(server.url, c.envelope, other, resign(c.envelope, other), c.capture_id)
     assert r.status_code == 409 and r.json()["error"] == "conflict"
 
@@ -95,14 +104,12 @@ def test_every_error_status(server: IngestServer, name: str, status: int, error:
     elif name == "bad signature":
         r = send(server.url, capture(new_keys()))
     elif name == "unknown recipient":
-        r = send(server.url, capture(recipient=new_keys().recipient.public_key()))
+        r = send(server.url, capture(recipient=recipient_public(new_keys().recipient.public_raw)))
     elif name == "does not open":
         junk = bytes(range(256))
         r = post(server.url, c.envelope, junk, resign(c.envelope, junk), c.capture_id)
     else:
-        sealed = SUITE.encrypt(
-            b"not a tar archive" * 40, KEYS.recipient.public_key(), info=info_for(c.envelope)
-        )
+        sealed = reseal(b"not a tar archive" * 40, c.envelope)
         r = post(server.url, c.envelope, sealed, resign(c.envelope, sealed), c.capture_id)
     assert r.status_code == status
     assert r.json()["error"] == error and r.json()["detail"]
@@ -132,10 +139,11 @@ def test_log_lines_say_who_and_what_but_never_pixels(server: IngestServer) -> No
     c = capture()
     send(server.url, c)
     line = next(line for line in server.lines if line.get("capture_id") == c.capture_id)
-    assert set(line) == {"time", "status", "capture_id", "device", "roles", "sizes", "ms"}
+    assert set(line) == {"time", "status", "capture_id", "device", "roles", "sizes", "ms", "v", "suite"}
     assert line["roles"] == ["flood", "ambient"] and line["sizes"] == [[320, 320], [320, 320]]
+    assert (line["v"], line["suite"]) == (2, "XWING-SHA256-AES256GCM")
     assert len(json.dumps(line)) < 400
-    assert kid(raw_public(KEYS.recipient)) not in json.dumps(server.lines)
+    assert KEYS.recipient.kid not in json.dumps(server.lines)
 
 
 def _valid_body() -> tuple[bytes, dict[str, str]]:
@@ -197,3 +205,52 @@ def test_fuzzed_requests_get_a_4xx_never_a_5xx(server: IngestServer, case: tuple
 
 def test_the_ingest_still_serves_after_the_fuzzing(server: IngestServer) -> None:
     assert send(server.url, capture()).status_code == 201
+
+
+def test_the_ingest_takes_the_bodies_of_clients_we_did_not_write(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    """The protocol's "Receivers accept any RFC 7578 encoding": requests' files= (a filename on
+    every part; with bare bytes, no part Content-Type) and curl -F, each its own multipart writer."""
+    import shutil
+    import subprocess
+
+    def headers(c: SealedCapture) -> dict[str, str]:
+        return {"Palm-Signature": c.signature, "Idempotency-Key": c.capture_id}
+
+    c = capture()
+    typed = {
+        "envelope": ("envelope.json", c.envelope, "application/json"),
+        "sealed": ("sealed.bin", c.sealed, "application/octet-stream"),
+    }
+    r = requests.post(server.url + "/v1/captures", files=typed, headers=headers(c), timeout=10)
+    assert r.status_code == 201, r.text
+    c = capture()
+    r = requests.post(
+        server.url + "/v1/captures",
+        files={"sealed": c.sealed, "envelope": c.envelope},
+        headers=headers(c),
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed (.ci/run installs it)")
+    c = capture()
+    (tmp_path / "e.json").write_bytes(c.envelope)
+    (tmp_path / "s.bin").write_bytes(c.sealed)  # ciphertext: nothing here can open it
+    form = [
+        "-F", f"envelope=@{tmp_path / 'e.json'};type=application/json",
+        "-F", f"sealed=@{tmp_path / 's.bin'};type=application/octet-stream",
+        "-H", f"Palm-Signature: {c.signature}",
+        "-H", f"Idempotency-Key: {c.capture_id}",
+    ]  # fmt: skip
+    out = subprocess.run(
+        [curl, "-sS", "-o", "-", "-w", "\n%{http_code}", *form, server.url + "/v1/captures"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    body, status = out.stdout.rsplit("\n", 1)
+    assert status == "201" and json.loads(body)["capture_id"] == c.capture_id, out.stdout

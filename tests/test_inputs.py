@@ -12,6 +12,7 @@ how many were tried, handled and failed: the before-and-after figures of the iss
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import io
@@ -208,6 +209,12 @@ def _config_case(name: str, make_text: Callable[[Base], str], says: str, code: i
     return Case("config", name, make, code, says)
 
 
+def _recipient(b: Base, key: str) -> str:
+    text = b.config()
+    i = text.index('recipient_public_key = "') + len('recipient_public_key = "')
+    return text[:i] + key + text[text.index('"', i) :]
+
+
 def _config_file(name: str, place: Callable[[Base, Path], Path], says: str, code: int = 78) -> Case:
     return Case(
         "config",
@@ -296,8 +303,11 @@ CASES = [
     _config_case("an id of 500000 characters", lambda b: b.config('id = "store-0042-lane-3"', f'id = "{"a" * 500_000}"'), "characters)"),
     _config_case("an endpoint of 500000 characters", lambda b: b.config('"https://ingest.example.com"', f'"{"x" * 500_000}"'), "characters)"),
     _config_case("a tuning file of 500000 characters", lambda b: b.config('"imx219_noir.json"', "[" + ", ".join(["1"] * 100_000) + "]"), "characters)"),
-    _config_case("an all-zero recipient key", lambda b: b.config("Wb4GjT3Vz0JmAPrqYcGiWm/Z+ICfvQkqkxfr9jg6cGY=", "A" * 43 + "="), "small order"),
-    _config_case("a key of 31 bytes", lambda b: b.config("Wb4GjT3Vz0JmAPrqYcGiWm/Z+ICfvQkqkxfr9jg6cGY=", "A" * 40 + "=="), "32 bytes"),
+    _config_case("an all-zero recipient key", lambda b: _recipient(b, "A" * 43 + "="), "small order"),
+    _config_case("a key of 31 bytes", lambda b: _recipient(b, "A" * 40 + "=="), "32 bytes"),
+    _config_case("an X-Wing key whose X25519 half is all zeros", lambda b: _recipient(b, base64.b64encode(bytes(1216)).decode()), "small order"),
+    _config_case("an X-Wing key whose ML-KEM half is not one", lambda b: _recipient(b, base64.b64encode(b"\xff" * 1184 + bytes(31) + b"\x09").decode()), "ML-KEM-768"),
+    _config_case("protocol 1 with an X-Wing key", lambda b: b.config("protocol = 2", "protocol = 1"), "version 1 has only X25519"),
     _config_case("not valid TOML", lambda b: b.config("[camera]", "[camera"), "not valid TOML"),
     _config_case("an unknown key", lambda b: b.config("allow_swap = false", "allow_swop = false"), "not a known key"),
     _config_case("a config of 2 MiB", lambda b: b.config(append="#" * BIG + "\n"), "bytes"),

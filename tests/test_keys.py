@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import stat
@@ -32,15 +33,27 @@ def test_keys_init_show_and_recipient(tmp_path: Path) -> None:
     pub = r.stdout.splitlines()[1].split(": ")[1]
     assert f"lane-9={pub}" in r.stdout
     shown = palm("keys", "show", "dev.pem", cwd=tmp_path)
-    assert shown.stdout.strip() == f"public key: {pub}"
+    assert shown.stdout.splitlines() == ["device key: Ed25519", f"public key: {pub}"]
     again = palm("keys", "init", "--out", "dev.pem", cwd=tmp_path)
     assert again.returncode == 78 and "never overwritten" in again.stderr and "Traceback" not in again.stderr
-    rec = palm("keys", "recipient", "--out", "cloud.pem", cwd=tmp_path)
-    assert rec.returncode == 0
-    assert stat.S_IMODE((tmp_path / "cloud.pem").stat().st_mode) == 0o600
-    pub_b64 = (tmp_path / "cloud.pem.pub").read_text().strip()
-    assert f'recipient_public_key = "{pub_b64}"' in rec.stdout
-    load_recipient_key(tmp_path / "cloud.pem")
+    for suite, flag, size in (
+        ("XWING-SHA256-AES256GCM", [], 1216),
+        ("X25519-SHA256-AES256GCM", ["--suite", "x25519"], 32),
+    ):
+        name = f"cloud-{size}.pem"
+        rec = palm("keys", "recipient", "--out", name, *flag, cwd=tmp_path)
+        assert rec.returncode == 0, rec.stderr
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+        pub_b64 = (tmp_path / f"{name}.pub").read_text().strip()
+        assert len(base64.b64decode(pub_b64)) == size and f"({suite}," in rec.stdout
+        assert f'recipient_public_key = "{pub_b64}"' in rec.stdout
+        key = load_recipient_key(tmp_path / name)
+        assert key.suite == suite and base64.b64encode(key.public_raw).decode() == pub_b64
+        # show: the private file and PATH.pub give the same suite, kid and key
+        for shown_file in (name, f"{name}.pub"):
+            shown = palm("keys", "show", shown_file, cwd=tmp_path)
+            assert shown.returncode == 0, shown.stderr
+            assert f"{suite}, kid {key.kid}" in shown.stdout and f"public key: {pub_b64}" in shown.stdout
 
 
 def test_key_files_from_standard_tools_work(tmp_path: Path) -> None:
@@ -64,7 +77,7 @@ def test_refusals_name_the_problem(tmp_path: Path) -> None:
         load_device_key(key)
     key.chmod(0o600)
     load_device_key(key)
-    with pytest.raises(KeyFileError, match="must be X25519"):
+    with pytest.raises(KeyFileError, match="is X25519 or X-Wing"):
         load_recipient_key(key)
     with pytest.raises(KeyFileError, match="does not exist"):
         load_device_key(tmp_path / "none.pem")

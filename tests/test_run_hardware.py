@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from device.protocol.keys import raw_public
 from tests.helpers import new_keys
 
 PALM = [sys.executable, "-m", "device"]
@@ -30,7 +29,7 @@ allow_swap = true
 
 [cloud]
 endpoint = "http://127.0.0.1:9"
-recipient_public_key = "{base64.b64encode(raw_public(new_keys().recipient)).decode()}"
+recipient_public_key = "{base64.b64encode(new_keys().recipient.public_raw).decode()}"
 
 [calibration]
 file = "{calibration}"

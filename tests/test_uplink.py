@@ -17,6 +17,7 @@ import requests
 from device.clock import Clock, FakeClock
 from device.errors import UplinkError
 from device.ingest.server import Answer, Faults, Ingest, IngestServer
+from device.protocol.keys import recipient_public
 from device.protocol.seal import SealedCapture
 from device.uplink.outbox import Outbox
 from device.uplink.session import make_session
@@ -151,7 +152,7 @@ def test_other_4xx_are_never_retried(
     elif how == "stale":
         capture = seal(keys, clock, wall_clock=lambda: time.time() - 400)
     else:
-        capture = seal(keys, clock, recipient=other.recipient.public_key())
+        capture = seal(keys, clock, recipient=recipient_public(other.recipient.public_raw))
     d = uplink(server.url, clock).deliver(capture, wait_s=30)
     assert (d.outcome, d.status, d.error, d.attempts) == ("rejected", status, error, 1)
     assert len(seen(server)) == 1

@@ -23,7 +23,7 @@ from device.daemon.notify import Notifier
 from device.daemon.process import harden
 from device.daemon.service import Parts, Service
 from device.daemon.status import StatusServer
-from device.protocol.keys import load_device_key, recipient_public
+from device.protocol.keys import load_device_key
 from device.protocol.seal import Sealer
 from device.selftest import describe_calibration
 from device.uplink.outbox import Outbox
@@ -56,7 +56,7 @@ def run_on_hardware(config: Config, opts: Options) -> Summary:
     hardening = harden(allow_swap=config.device.allow_swap, lock=opts.lock_memory)
     log.info(hardening.describe())
     device_key = load_device_key(config.device.key_file)
-    recipient = recipient_public(config.cloud.recipient_public_bytes)
+    recipient = config.cloud.recipient
     model = load_model(config.calibration.liveness_file)
     log.info("liveness: %s", describe_model(model, config.calibration.liveness_file))
     if opts.open_scanner is None:
@@ -79,6 +79,7 @@ def run_on_hardware(config: Config, opts: Options) -> Summary:
             device_key=device_key,
             recipient=recipient,
             firmware=__version__,
+            protocol=config.cloud.protocol,
             monotonic_ns=clock.monotonic_ns,
         )
         uplink = Uplink(endpoint=config.cloud.endpoint, session=session, clock=clock, outbox=Outbox())

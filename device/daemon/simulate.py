@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from device import __version__
 from device.calibration.session import sim_calibration
@@ -29,7 +28,7 @@ from device.daemon.process import harden
 from device.daemon.service import Parts, Service
 from device.daemon.status import StatusServer
 from device.ingest.server import Ingest, IngestServer
-from device.protocol.keys import load_device_key, recipient_public
+from device.protocol.keys import load_device_key, new_recipient_key, recipient_public
 from device.protocol.seal import Sealer
 from device.sim.scanner import SimulatedScanner
 from device.sim.scene import Scenario, shoppers
@@ -94,21 +93,22 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
     endpoint = opts.endpoint
     if endpoint is None:
         device_key = Ed25519PrivateKey.generate()
-        cloud = X25519PrivateKey.generate()
+        cloud = new_recipient_key(config.cloud.recipient.suite)[1]  # the configured key's suite
         server = IngestServer(
             Ingest(recipients=[cloud], devices={config.device.id: device_key.public_key()})
         ).start()
         endpoint = server.url
-        recipient = cloud.public_key()
+        recipient = recipient_public(cloud.public_raw)
     else:
         device_key = load_device_key(config.device.key_file)
-        recipient = recipient_public(config.cloud.recipient_public_bytes)
+        recipient = config.cloud.recipient
     try:
         sealer = Sealer(
             device_id=config.device.id,
             device_key=device_key,
             recipient=recipient,
             firmware=__version__,
+            protocol=config.cloud.protocol,
             monotonic_ns=counter.monotonic_ns,
         )
         session = make_session(

@@ -21,13 +21,12 @@ from types import TracebackType
 from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from device.errors import ProtocolError
 from device.protocol import MAX_BODY, STALE_AFTER_S, multipart
 from device.protocol.archive import ArchiveSummary, validate_archive
-from device.protocol.envelope import device_id_of, parse_envelope
-from device.protocol.keys import kid, raw_public
+from device.protocol.envelope import header_of, parse_envelope
+from device.protocol.keys import RecipientPrivate
 from device.protocol.seal import open_sealed, verify_signature
 
 
@@ -55,7 +54,7 @@ class Ingest:
     def __init__(
         self,
         *,
-        recipients: list[X25519PrivateKey],
+        recipients: list[RecipientPrivate],
         devices: Mapping[str, Ed25519PublicKey],
         wall_clock: Callable[[], float] = time.time,
         faults: Faults | None = None,
@@ -63,7 +62,7 @@ class Ingest:
     ) -> None:
         """``result``: what the answer's ``result`` says of an accepted capture, given its device, its
         envelope and its archive with the flood frame decoded (a `gallery.Gallery`); else null."""
-        self._recipients = {kid(raw_public(k)): k for k in recipients}
+        self._recipients = {k.kid: k for k in recipients}  # several at once: keys rotate
         self._devices = dict(devices)
         self._wall = wall_clock
         self.faults = faults or Faults()
@@ -94,11 +93,11 @@ class Ingest:
             raise ProtocolError("too_large", f"body is over {MAX_BODY} bytes", 413)
         envelope, sealed = multipart.decode(body, headers.get("content-type", ""))
         # 2. the device and its signature
-        device_id = device_id_of(envelope)
+        device_id, version = header_of(envelope)
         key = self._devices.get(device_id)
         if key is None:
             raise ProtocolError("unauthenticated", f"unknown device {device_id!r}", 401)
-        verify_signature(envelope, sealed, headers.get("palm-signature", ""), key)
+        verify_signature(envelope, sealed, headers.get("palm-signature", ""), key, version)
         # 3. version, suite, time window, capture id
         env = parse_envelope(envelope, now_unix=self._wall())
         capture_id = env["capture_id"]
@@ -106,6 +105,8 @@ class Ingest:
             "capture_id": capture_id,
             "device": device_id,
             "roles": env["content"]["frames"],
+            "v": version,
+            "suite": env["suite"],
         }
         if headers.get("idempotency-key") != capture_id:
             raise ProtocolError("malformed", "Idempotency-Key differs from the envelope's capture_id")
@@ -126,7 +127,7 @@ class Ingest:
         recipient = self._recipients.get(env["recipient"])
         if recipient is None:
             raise ProtocolError("undecryptable", f"unknown recipient key {env['recipient']}", 422)
-        plaintext = open_sealed(envelope, sealed, recipient)
+        plaintext = open_sealed(envelope, sealed, recipient, version=version, suite=env["suite"])
         # 6. the archive
         keep = "flood" if self._result is not None else None
         summary = validate_archive(plaintext, env["content"]["frames"], keep=keep)

@@ -17,15 +17,18 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from device import inputs
 from device.errors import ProtocolError
-from device.protocol import STALE_AFTER_S, SUITE, VERSION
+from device.protocol import STALE_AFTER_S, SUITES, VERSIONS
 
 DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CAPTURE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[47][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 CREATED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 KID = re.compile(r"[0-9a-f]{32}")
 ROLE = re.compile(r"ambient|flood|sector-[0-9]")
-FIELDS = (
+CHECKOUT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+TILL_ID = DEVICE_ID
+FIELDS_V1 = (
     "v",
     "device_id",
     "capture_id",
@@ -37,6 +40,7 @@ FIELDS = (
     "checks",
     "calibration",
 )
+FIELDS = {1: FIELDS_V1, 2: (*FIELDS_V1, "checkout")}
 MAX_CHECKS_BYTES = 4096
 MAX_SHORT_STRING = 64
 
@@ -97,63 +101,115 @@ def build_envelope(
     roles: list[str],
     checks: Mapping[str, Any],
     calibration: str | None,
+    version: int = 2,
+    suite: str | None = None,
+    checkout: Mapping[str, str] | None = None,
 ) -> bytes:
-    """E as bytes: compact JSON, fields in the protocol's order."""
+    """E as bytes: compact JSON, fields in the protocol's order (version 2 adds ``checkout``)."""
+    if version not in VERSIONS:
+        raise ProtocolError("malformed", f"version {version} is not one of {VERSIONS}")
+    suite = suite or SUITES[version][0]
+    if suite not in SUITES[version]:
+        raise ProtocolError("malformed", f"suite {suite} is not one of version {version}'s")
+    if checkout is not None:
+        if version < 2:
+            raise ProtocolError("malformed", "a checkout goes only in a version 2 envelope")
+        check_checkout(checkout)
     check_checks(checks)
-    obj = {
-        "v": VERSION,
+    obj: dict[str, Any] = {
+        "v": version,
         "device_id": device_id,
         "capture_id": capture_id,
         "created_at": created_at,
         "firmware": firmware,
         "recipient": recipient,
-        "suite": SUITE,
+        "suite": suite,
         "content": {"type": "application/x-tar", "frames": list(roles)},
         "checks": checks,
         "calibration": calibration,
     }
+    if version >= 2:
+        obj["checkout"] = dict(checkout) if checkout is not None else None
     data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
     if len(json.dumps(checks)) > MAX_CHECKS_BYTES:
         raise ProtocolError("malformed", f"checks take more than {MAX_CHECKS_BYTES} bytes")
     return data
 
 
-def _object(envelope: bytes) -> dict[str, Any]:
+def check_checkout(checkout: Any) -> None:
+    """Version 2's ``checkout``: {"id", "till", "armed_at"}, each of its form."""
+    if not isinstance(checkout, Mapping) or set(checkout) != {"id", "till", "armed_at"}:
+        raise ProtocolError("malformed", "checkout is not null or {id, till, armed_at}")
+    if not isinstance(checkout["id"], str) or not CHECKOUT_ID.fullmatch(checkout["id"]):
+        raise ProtocolError("malformed", "checkout.id is not 1 to 64 of [A-Za-z0-9._:-]")
+    if not isinstance(checkout["till"], str) or not TILL_ID.fullmatch(checkout["till"]):
+        raise ProtocolError("malformed", "checkout.till is not 1 to 64 of [A-Za-z0-9._-]")
+    armed = checkout["armed_at"]
+    if not isinstance(armed, str) or not CREATED_AT.fullmatch(armed) or _when(armed) is None:
+        raise ProtocolError("malformed", "checkout.armed_at is not RFC 3339 UTC with milliseconds and Z")
+
+
+def _when(text: str) -> float | None:
     try:
-        obj = json.loads(envelope.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ProtocolError("malformed", "envelope is not UTF-8 JSON") from None
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def _object(envelope: bytes) -> dict[str, Any]:
+    """E parsed with nesting and number size bounded (device.inputs): it is read before the
+    signature is checked, so anyone's bytes reach this."""
+    try:
+        obj = inputs.load_json(envelope, what="envelope")
+    except inputs.InputError as exc:
+        raise ProtocolError("malformed", str(exc)[:200]) from None
     if not isinstance(obj, dict):
         raise ProtocolError("malformed", "envelope is not a JSON object")
     return obj
 
 
 def device_id_of(envelope: bytes) -> str:
-    """The one field read before the signature is checked."""
-    device_id = _object(envelope).get("device_id")
+    """One of the two fields read before the signature is checked (the device key to check it with)."""
+    return header_of(envelope)[0]
+
+
+def header_of(envelope: bytes) -> tuple[str, int]:
+    """``device_id`` and ``v``, the fields read before the signature is checked: the device key to
+    check it with, and the version whose labels it was made with."""
+    obj = _object(envelope)
+    device_id = obj.get("device_id")
     if not isinstance(device_id, str) or not DEVICE_ID.fullmatch(device_id):
         raise ProtocolError("malformed", "envelope device_id is missing or not 1-64 of [A-Za-z0-9._-]")
-    return device_id
+    v = obj.get("v")
+    if type(v) is not int or v not in VERSIONS:
+        raise ProtocolError("malformed", f"envelope v is {str(v)[:20]}: this ingest speaks versions 1 and 2")
+    return device_id, v
 
 
 def parse_envelope(envelope: bytes, *, now_unix: float) -> dict[str, Any]:
     """Check every field of a signed envelope; raise ProtocolError (malformed or stale)."""
     obj = _object(envelope)
-    missing = [f for f in FIELDS if f not in obj]
-    extra = sorted(set(obj) - set(FIELDS))
+    v = obj.get("v")
+    if type(v) is not int or v not in VERSIONS:
+        raise ProtocolError("malformed", f"envelope v is {str(v)[:20]}: this ingest speaks versions 1 and 2")
+    fields = FIELDS[v]
+    missing = [f for f in fields if f not in obj]
+    extra = sorted(set(obj) - set(fields))[:8]
     if missing or extra:
-        raise ProtocolError("malformed", f"envelope fields: missing {missing}, unknown {extra}")
-    if type(obj["v"]) is not int or obj["v"] != VERSION:
-        raise ProtocolError("malformed", f"envelope v is {obj['v']!r}: this ingest speaks version 1")
-    if obj["suite"] != SUITE:
-        raise ProtocolError("malformed", f"suite {str(obj['suite'])[:40]!r} is not {SUITE}")
+        raise ProtocolError(
+            "malformed", f"envelope fields of version {v}: missing {missing}, unknown {extra}"
+        )
+    if obj["suite"] not in SUITES[v]:
+        raise ProtocolError(
+            "malformed",
+            f"suite {str(obj['suite'])[:40]!r} is not one of version {v}'s: {', '.join(SUITES[v])}",
+        )
     created = obj["created_at"]
     if not isinstance(created, str) or not CREATED_AT.fullmatch(created):
         raise ProtocolError("malformed", "created_at is not RFC 3339 UTC with milliseconds and Z")
-    try:
-        when = dt.datetime.strptime(created, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
-    except ValueError:
-        raise ProtocolError("malformed", "created_at is not a real date and time") from None
+    when = _when(created)
+    if when is None:
+        raise ProtocolError("malformed", "created_at is not a real date and time")
     if abs(now_unix - when) > STALE_AFTER_S:
         raise ProtocolError(
             "stale",
@@ -188,4 +244,6 @@ def parse_envelope(envelope: bytes, *, now_unix: float) -> dict[str, Any]:
     cal = obj["calibration"]
     if cal is not None and (not isinstance(cal, str) or len(cal) > MAX_SHORT_STRING):
         raise ProtocolError("malformed", "calibration is not a short string or null")
+    if v >= 2 and obj["checkout"] is not None:
+        check_checkout(obj["checkout"])
     return obj

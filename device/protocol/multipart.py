@@ -1,20 +1,27 @@
 """The request body: multipart/form-data (RFC 7578) with exactly the parts envelope and sealed.
 
-Both sides are strict: the scanner writes exactly what the protocol says, and
-the receiver accepts nothing else.
+The scanner writes exactly what the protocol says (``encode``). The receiver (``decode``) accepts
+every valid RFC 7578 encoding of those two parts, as ordinary HTTP clients send them (``requests``'
+``files=``, ``curl -F``, Go's ``mime/multipart``): a ``filename`` or other parameter in
+Content-Disposition, header names in any case and order, extra part headers, a ``charset``
+parameter, the parts in either order, a preamble or an epilogue. It parses with the standard
+library's MIME parser (``email`` with the HTTP policy) rather than by hand, and still refuses what
+the protocol refuses: anything but exactly one ``envelope`` and one ``sealed`` part. Each part's
+bytes are taken exactly as received.
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import os
-import re
+from email.message import EmailMessage
 
 from device.errors import ProtocolError
 
 PARTS = (("envelope", "application/json"), ("sealed", "application/octet-stream"))
-BOUNDARY = re.compile(
-    r'multipart/form-data;\s*boundary=(?:"([^"]{1,70})"|([0-9A-Za-z\'()+_,./:=?-]{1,70}))\s*$', re.IGNORECASE
-)
+#: Content-Transfer-Encoding values that leave the bytes as they are (RFC 7578 4.7 deprecates the rest)
+_IDENTITY = {"", "7bit", "8bit", "binary"}
 
 
 def encode(envelope: bytes, sealed: bytes) -> tuple[bytes, str]:
@@ -35,38 +42,67 @@ def encode(envelope: bytes, sealed: bytes) -> tuple[bytes, str]:
     return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
 
 
+def _malformed(detail: str) -> ProtocolError:
+    return ProtocolError("malformed", detail)
+
+
 def decode(body: bytes, content_type: str) -> tuple[bytes, bytes]:
-    """(envelope, sealed), or ProtocolError('malformed')."""
-    m = BOUNDARY.match(content_type or "")
-    if not m:
-        raise ProtocolError("malformed", "Content-Type is not multipart/form-data with a boundary")
-    marker = b"--" + (m.group(1) or m.group(2)).encode()
-    if not body.startswith(marker + b"\r\n"):
-        raise ProtocolError("malformed", "body does not start with the boundary")
-    closing = b"\r\n" + marker + b"--"
-    end = body.rfind(closing)
-    if end < 0 or body[end + len(closing) :] not in (b"", b"\r\n"):
-        raise ProtocolError("malformed", "body does not end with the closing boundary")
-    pieces = body[len(marker) + 2 : end].split(b"\r\n" + marker + b"\r\n")
-    if len(pieces) != 2:
-        raise ProtocolError("malformed", f"body has {len(pieces)} parts: exactly envelope and sealed")
-    out = []
-    for (name, ctype), piece in zip(PARTS, pieces, strict=True):
-        head, sep, data = piece.partition(b"\r\n\r\n")
-        if not sep:
-            raise ProtocolError("malformed", f"part {name} has no header end")
-        headers = {}
-        for line in head.split(b"\r\n"):
-            key, colon, value = line.partition(b":")
-            if not colon:
-                raise ProtocolError("malformed", f"part {name} has a bad header line")
-            headers[key.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-        disposition = headers.get("content-disposition", "")
-        if not re.fullmatch(rf'form-data;\s*name="{name}"', disposition):
-            raise ProtocolError(
-                "malformed", f"expected part {name!r} here (parts in order: envelope, sealed)"
-            )
-        if headers.get("content-type", "").lower() != ctype:
-            raise ProtocolError("malformed", f"part {name} must have Content-Type {ctype}")
-        out.append(data)
-    return out[0], out[1]
+    """(envelope, sealed) from any valid RFC 7578 body, or ProtocolError('malformed')."""
+    if not content_type or "\r" in content_type or "\n" in content_type:
+        raise _malformed("Content-Type is not multipart/form-data with a boundary")
+    head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
+    try:
+        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    except (RecursionError, ValueError, LookupError, TypeError) as exc:
+        raise _malformed(f"body is not multipart/form-data ({type(exc).__name__})") from None
+    if msg.get_content_type() != "multipart/form-data" or not msg.get_boundary():
+        raise _malformed("Content-Type is not multipart/form-data with a boundary")
+    if msg.defects:  # no opening or closing boundary, a part without headers' end, ...
+        raise _malformed(f"body is not well-formed multipart: {type(msg.defects[0]).__name__}")
+    parts = msg.get_payload()
+    if not isinstance(parts, list):
+        raise _malformed("body has no parts")
+    found: dict[str, bytes] = {}
+    for part in parts:
+        if not isinstance(part, EmailMessage):
+            raise _malformed("body holds something that is not a part")
+        name = _name(part)
+        if name in found:
+            raise _malformed(f"body has the part {name!r} twice")
+        found[name] = _data(part, name)
+    names = [n for n, _ in PARTS]
+    if sorted(found) != sorted(names):
+        raise _malformed(
+            f"body has the parts {sorted(found)[:4]}: exactly one envelope and one sealed are needed"
+        )
+    return found["envelope"], found["sealed"]
+
+
+def _name(part: EmailMessage) -> str:
+    if part.defects:
+        raise _malformed(f"a part is not well-formed: {type(part.defects[0]).__name__}")
+    if part.get_content_disposition() != "form-data":
+        raise _malformed("a part has no Content-Disposition: form-data")
+    name = part.get_param("name", header="content-disposition")
+    if not isinstance(name, str) or name not in ("envelope", "sealed"):
+        shown = name[:40] if isinstance(name, str) else None
+        raise _malformed(f"a part is named {shown!r}: only envelope and sealed belong in the body")
+    return name
+
+
+def _data(part: EmailMessage, name: str) -> bytes:
+    if part.is_multipart():
+        raise _malformed(f"part {name} is itself multipart")
+    want = dict(PARTS)[name]
+    ctype = part.get("content-type")
+    if ctype is not None and part.get_content_type() != want:
+        raise _malformed(f"part {name} must have Content-Type {want}, not {part.get_content_type()}")
+    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if cte not in _IDENTITY:
+        raise _malformed(
+            f"part {name} has Content-Transfer-Encoding {cte[:20]}: RFC 7578 sends bytes as they are"
+        )
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        raise _malformed(f"part {name} has no content")
+    return data

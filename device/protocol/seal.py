@@ -18,23 +18,28 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from device.errors import ProtocolError
-from device.protocol import INFO_PREFIX, SIG_PREFIX
+from device.protocol import SUITE_X25519, SUITE_XWING, SUITES, info_prefix, sig_prefix
 from device.protocol.archive import CaptureFrame, build_archive
 from device.protocol.envelope import build_envelope, rfc3339_ms, uuid7
-from device.protocol.keys import kid, raw_public
+from device.protocol.keys import RecipientPrivate, RecipientPublic, has_xwing
 
-SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
-
-
-def info_for(envelope: bytes) -> bytes:
-    return INFO_PREFIX + hashlib.sha256(envelope).digest()
+#: each suite's HPKE and the length of its ``enc``
+ENC_LEN = {SUITE_X25519: 32, SUITE_XWING: 1120}
 
 
-def signed_message(envelope: bytes, sealed: bytes) -> bytes:
-    return SIG_PREFIX + hashlib.sha256(envelope).digest() + hashlib.sha256(sealed).digest()
+def hpke_suite(suite: str) -> hpke.Suite:
+    kem = hpke.KEM.X25519 if suite == SUITE_X25519 else hpke.KEM.MLKEM768_X25519
+    return hpke.Suite(kem, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+
+
+def info_for(envelope: bytes, version: int = 1) -> bytes:
+    return info_prefix(version) + hashlib.sha256(envelope).digest()
+
+
+def signed_message(envelope: bytes, sealed: bytes, version: int = 1) -> bytes:
+    return sig_prefix(version) + hashlib.sha256(envelope).digest() + hashlib.sha256(sealed).digest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,15 +69,26 @@ class Sealer:
         *,
         device_id: str,
         device_key: Ed25519PrivateKey,
-        recipient: X25519PublicKey,
+        recipient: RecipientPublic,
         firmware: str,
+        protocol: int = 2,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """``protocol``: the version sent (2, or 1 for a cloud that speaks only it); the suite is the
+        recipient key's."""
+        if recipient.suite not in SUITES.get(protocol, ()):
+            raise ProtocolError(
+                "malformed",
+                f"protocol {protocol} cannot seal with {recipient.suite}: it has "
+                + ", ".join(SUITES.get(protocol, ("no suite",))),
+            )
         self._device_id = device_id
         self._key = device_key
         self._recipient = recipient
-        self._kid = kid(raw_public(recipient))
+        self._kid = recipient.kid
+        self._hpke = hpke_suite(recipient.suite)
+        self.protocol = protocol
         self._firmware = firmware
         self._monotonic_ns = monotonic_ns
         self._wall = wall_clock
@@ -81,9 +97,19 @@ class Sealer:
     def recipient_kid(self) -> str:
         return self._kid
 
+    @property
+    def suite(self) -> str:
+        return self._recipient.suite
+
     def seal(
-        self, frames: Sequence[CaptureFrame], *, checks: Mapping[str, Any], calibration: str | None
+        self,
+        frames: Sequence[CaptureFrame],
+        *,
+        checks: Mapping[str, Any],
+        calibration: str | None,
+        checkout: Mapping[str, str] | None = None,
     ) -> SealedCapture:
+        """Seal and sign ``frames``; ``checkout``: the checkout a till armed the scan for (version 2)."""
         if not any(f.role == "flood" for f in frames):
             raise ProtocolError("malformed", "a capture needs a flood frame")
         now = self._wall()
@@ -98,15 +124,20 @@ class Sealer:
             roles=roles,
             checks=checks,
             calibration=calibration,
+            version=self.protocol,
+            suite=self._recipient.suite,
+            checkout=checkout,
         )
         plaintext = build_archive(frames)
         try:
-            sealed = SUITE.encrypt(plaintext, self._recipient, info=info_for(envelope))
+            sealed = self._hpke.encrypt(
+                plaintext, self._recipient.key, info=info_for(envelope, self.protocol)
+            )
         finally:
             plaintext[:] = bytes(len(plaintext))
             for f in frames:
                 f.pixels.fill(0)
-        signature = self._key.sign(signed_message(envelope, sealed))
+        signature = self._key.sign(signed_message(envelope, sealed, self.protocol))
         return SealedCapture(
             capture_id=capture_id,
             envelope=envelope,
@@ -117,7 +148,9 @@ class Sealer:
         )
 
 
-def verify_signature(envelope: bytes, sealed: bytes, signature_b64: str, key: Ed25519PublicKey) -> None:
+def verify_signature(
+    envelope: bytes, sealed: bytes, signature_b64: str, key: Ed25519PublicKey, version: int = 1
+) -> None:
     try:
         sig = base64.b64decode(signature_b64, validate=True)
     except ValueError:
@@ -125,17 +158,31 @@ def verify_signature(envelope: bytes, sealed: bytes, signature_b64: str, key: Ed
     if len(sig) != 64:
         raise ProtocolError("unauthenticated", "Palm-Signature is not base64 of 64 bytes", 401)
     try:
-        key.verify(sig, signed_message(envelope, sealed))
+        key.verify(sig, signed_message(envelope, sealed, version))
     except InvalidSignature:
         raise ProtocolError("unauthenticated", "the signature does not verify", 401) from None
 
 
-def open_sealed(envelope: bytes, sealed: bytes, recipient: X25519PrivateKey) -> bytes:
-    """Receiver step 5: open S with info bound to these envelope bytes."""
-    if len(sealed) < 32 + 16:
+def open_sealed(
+    envelope: bytes,
+    sealed: bytes,
+    recipient: RecipientPrivate,
+    *,
+    version: int = 1,
+    suite: str = SUITE_X25519,
+) -> bytes:
+    """Receiver step 5: open S with ``info`` bound to these envelope bytes, by the envelope's
+    version and suite (the recipient key must be of that suite)."""
+    if recipient.suite != suite:
+        raise ProtocolError(
+            "undecryptable", f"recipient key {recipient.kid} is {recipient.suite}, the capture {suite}", 422
+        )
+    if suite == SUITE_XWING and not has_xwing():
+        raise ProtocolError("undecryptable", "this ingest's cryptography has no X-Wing (48 or newer)", 422)
+    if len(sealed) < ENC_LEN[suite] + 16:
         raise ProtocolError("undecryptable", "sealed part is shorter than enc and a tag", 422)
     try:
-        return SUITE.decrypt(sealed, recipient, info=info_for(envelope))
+        return hpke_suite(suite).decrypt(sealed, recipient.key, info=info_for(envelope, version))
     except (InvalidTag, ValueError):
         raise ProtocolError(
             "undecryptable", "the sealed part does not open with this recipient key", 422
