@@ -180,7 +180,7 @@ def bomb_png(w: int, h: int) -> bytes:
             ["flood"],
             "manifest says otherwise",
         ),
-        ([("manifest.json", b"{nope")], [], "not JSON"),
+        ([("manifest.json", b"{nope")], [], "not valid JSON"),
         ([("manifest.json", manifest(["flood"]))] + [("flood.png", GREY)] * 16, ["flood"], "more than 16"),
         (
             [("manifest.json", manifest(["flood"])), ("flood.png", GREY), ("flood.png", GREY)],
@@ -204,3 +204,82 @@ def test_archive_refuses_links_and_non_tar() -> None:
         arch.validate_archive(data, ["flood"])
     with pytest.raises(ProtocolError, match="not a ustar archive"):
         arch.validate_archive(b"\x1f\x8b" + b"\0" * 600, ["flood"])
+
+
+def _png_raw(w: int, h: int, image_data: bytes, *, interlace: int = 0, after: bytes = b"") -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, interlace)
+    return (
+        arch.PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", image_data + after) + chunk(b"IEND", b"")
+    )
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_a_png_whose_data_does_not_fit_its_header_is_refused_before_decoding() -> None:
+    """The review's case: a header saying 8 x 8 over data for 4096 x 4096 was accepted."""
+    good = zlib.compress(bytes(8 * 9))
+    arch.png_data_fits(_png_raw(8, 8, good), 8, 8)
+    for what, data, says in [
+        ("data for 4096 x 4096", _png_raw(8, 8, zlib.compress(bytes(4096 * 4097))), "more than"),
+        ("too little data", _png_raw(8, 8, zlib.compress(bytes(8 * 8))), "exactly"),
+        ("data after the stream", _png_raw(8, 8, good, after=b"\x00" * 10), "after its zlib stream|exactly"),
+        ("a cut stream", _png_raw(8, 8, good[:-6]), "exactly"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            arch.png_data_fits(data, 8, 8)
+        assert what
+    with pytest.raises(ProtocolError, match="inflates to more than"):
+        member = _png_raw(8, 8, zlib.compress(bytes(4096 * 4097)))
+        arch.validate_archive(
+            tar_of([("manifest.json", manifest(["flood"])), ("flood.png", member)]), ["flood"]
+        )
+
+
+@pytest.mark.parametrize(("w", "h"), [(1, 1), (7, 5), (33, 17), (320, 240)])
+def test_an_interlaced_png_of_the_right_size_is_what_libpng_decodes(w: int, h: int) -> None:
+    """Adam7's sizes, checked by libpng (through OpenCV) rather than by the formula itself."""
+    expected = 0
+    for x0, y0, dx, dy in arch._ADAM7:
+        cols, rows = max(0, -(-(w - x0) // dx)), max(0, -(-(h - y0) // dy))
+        expected += rows * (cols + 1) if cols else 0
+    data = _png_raw(w, h, zlib.compress(bytes(expected)), interlace=1)
+    arch.png_data_fits(data, w, h)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert img is not None and img.shape == (h, w)
+    with pytest.raises(ValueError):
+        arch.png_data_fits(_png_raw(w, h, zlib.compress(bytes(expected - 1)), interlace=1), w, h)
+
+
+def test_sparse_and_extended_members_are_refused_before_they_are_read() -> None:
+    """The review's case: a PAX sparse member of 10.9 kB expanded to 1,343 MB in the ingest; one
+    claiming 1 TiB ended in MemoryError."""
+    m = manifest(["flood"])
+    sparse = tarfile.TarInfo("GNUSparseFile.0/flood.png")
+    sparse_map = b"1\n0\n512\n".ljust(512, b"\0")
+    sparse.size = len(sparse_map) + 512
+    sparse.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "flood.png",
+                          "GNU.sparse.realsize": str(1 << 40)}  # fmt: skip
+    first = tarfile.TarInfo("manifest.json")
+    first.size = len(m)
+    with pytest.raises(ProtocolError, match="sparse or extended"):
+        arch.validate_archive(_tar([(first, m), (sparse, sparse_map + bytes(512))]), ["flood"])
+    extended = tarfile.TarInfo("flood.png")
+    extended.size = len(GREY)
+    extended.pax_headers = {"comment": "x" * 200}
+    with pytest.raises(ProtocolError, match="sparse or extended"):
+        arch.validate_archive(_tar([(first, m), (extended, GREY)]), ["flood"])
+    whole = tar_of([("manifest.json", m), ("flood.png", GREY)])
+    assert arch.validate_archive(whole, ["flood"]).sizes == [(8, 8)]
+    with tarfile.open(fileobj=io.BytesIO(whole)) as tar:
+        cut_at = tar.getmember("flood.png").offset_data + 10
+    with pytest.raises(ProtocolError, match=r"claims more bytes|ustar archive"):
+        arch.validate_archive(whole[:cut_at], ["flood"])

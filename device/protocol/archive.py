@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from device import inputs
 from device.errors import ProtocolError
 from device.protocol import MAX_MEMBERS, MAX_SIDE
 
@@ -154,6 +155,44 @@ def png_header(data: bytes) -> tuple[int, int, int, int]:
     return w, h, depth, colour
 
 
+#: Adam7's passes: (first column, first row, column step, row step)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_data_fits(data: bytes, w: int, h: int) -> None:
+    """An 8-bit greyscale PNG's image data inflates to exactly what its header promises (each row
+    a filter byte and w bytes, Adam7 passes if interlaced), and nothing follows it: a header saying
+    8 x 8 over data for 4096 x 4096 is refused, before anything is decoded. ValueError if not."""
+    interlaced = data[28] == 1
+    if interlaced:
+        expected = 0
+        for x0, y0, dx, dy in _ADAM7:
+            cols, rows = max(0, -(-(w - x0) // dx)), max(0, -(-(h - y0) // dy))
+            expected += rows * (cols + 1) if cols else 0
+    else:
+        expected = h * (w + 1)
+    inflate = zlib.decompressobj()
+    got, pos = 0, 8
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            chunk = data[pos + 8 : pos + 8 + length]
+            while chunk:
+                if inflate.eof:
+                    raise ValueError("image data goes on after its zlib stream")
+                out = inflate.decompress(chunk, expected + 1 - got)
+                got += len(out)
+                if got > expected:
+                    raise ValueError(f"image data inflates to more than its header's {w}x{h}")
+                chunk = inflate.unconsumed_tail
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if got != expected or not inflate.eof or inflate.unused_data:
+        raise ValueError(f"image data does not inflate to exactly its header's {w}x{h}")
+
+
 @dataclass(frozen=True)
 class ArchiveSummary:
     roles: list[str]
@@ -179,6 +218,16 @@ def validate_archive(plaintext: bytes, roles: list[str], keep: str | None = None
     for m in members:
         if not m.isreg() or not MEMBER_NAME.fullmatch(m.name):
             raise ProtocolError("malformed", f"archive member {m.name[:60]!r} is not a plain regular file")
+        # tarfile counts a GNU or PAX sparse member as regular, and a PAX header may set its size:
+        # 10 kB that expand to a terabyte. The protocol's archive is plain ustar.
+        if m.issparse() or m.pax_headers or m.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            raise ProtocolError(
+                "malformed", f"archive member {m.name!r} is not plain ustar (sparse or extended)"
+            )
+        if m.offset_data + m.size > len(plaintext):
+            raise ProtocolError(
+                "malformed", f"archive member {m.name!r} claims more bytes than the archive has"
+            )
     if len({m.name for m in members}) != len(members):
         raise ProtocolError("malformed", "archive has a member twice")
 
@@ -188,9 +237,9 @@ def validate_archive(plaintext: bytes, roles: list[str], keep: str | None = None
         return f.read()
 
     try:
-        manifest: Any = json.loads(read(members[0]))
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("malformed", "manifest.json is not JSON") from None
+        manifest: Any = inputs.load_json(read(members[0]), what="manifest.json")
+    except inputs.InputError as exc:
+        raise ProtocolError("malformed", str(exc)[:200]) from None
     entries = manifest.get("frames") if isinstance(manifest, dict) else None
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ProtocolError("malformed", "manifest.json has no list of frames")
@@ -214,6 +263,10 @@ def validate_archive(plaintext: bytes, roles: list[str], keep: str | None = None
             raise ProtocolError("malformed", f"{member.name} is {w}x{h}: at most {MAX_SIDE}x{MAX_SIDE}")
         if (entry["width"], entry["height"]) != (w, h):
             raise ProtocolError("malformed", f"{member.name} is {w}x{h}, the manifest says otherwise")
+        try:
+            png_data_fits(data, w, h)
+        except ValueError as exc:
+            raise ProtocolError("malformed", f"{member.name}: {exc}") from None
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if img is None or img.dtype != np.uint8 or img.shape != (h, w):
             raise ProtocolError("malformed", f"{member.name} does not decode to {w}x{h} greyscale")
