@@ -166,6 +166,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    import contextlib
     import signal
     import ssl
     import threading
@@ -213,17 +214,37 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     elif args.fmr is not None:
         raise UsageError("--fmr goes with --enrol")
     ingest = Ingest(recipients=recipients, devices=devices, faults=faults, result=gallery)
-    try:
-        server = IngestServer(ingest, host=args.host, port=args.port, tls=tls, log_stream=sys.stdout)
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    if tls is None:  # waitress, with its limits (device.ingest.wsgi); it speaks no TLS
+        from device.ingest.wsgi import IngestApp, make_server
+
+        try:
+            import waitress  # noqa: F401 - only to say what is missing
+        except ImportError:
+            raise UsageError(
+                "palm ingest is served by waitress: pip install 'palm-scanner[ingest]' (or waitress)"
+            ) from None
+
+        try:
+            served: Any = make_server(IngestApp(ingest, sys.stdout), host=args.host, port=args.port)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+        url = f"http://{args.host}:{served.effective_port}"
+        runner = threading.Thread(target=served.run, name="waitress", daemon=True)
+        server: Any = contextlib.nullcontext()
+        runner.start()
+    else:
+        try:
+            server = IngestServer(ingest, host=args.host, port=args.port, tls=tls, log_stream=sys.stdout)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+        url = server.url
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with server:
         kids = ", ".join(f"{k.kid} ({k.suite})" for k in recipients)
         print(
-            f"palm ingest (development only) on {server.url}/v1/captures: {len(devices)} device(s), "
+            f"palm ingest (development only) on {url}/v1/captures: {len(devices)} device(s), "
             f"recipient kid {kids}",
             flush=True,
         )
@@ -236,6 +257,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 flush=True,
             )
         stop.wait()
+    if tls is None:
+        served.close()
     return 0
 
 
