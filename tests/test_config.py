@@ -170,3 +170,18 @@ def test_cli_exits_78_with_one_line_and_no_traceback(tmp_path: Path) -> None:
         "palm sim: [leds] max_on_s = -1 is out of range: valid is 0.05 to 10"
     ]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_an_xwing_key_without_a_cryptography_that_has_it_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cryptography 47 names the X-Wing KEM but its OpenSSL has no ML-KEM: a scanner on it must say
+    so when its config asks for X-Wing (exit 78), not fail at its first seal."""
+    from device import cli
+    from device.protocol import keys
+
+    monkeypatch.setattr(keys, "has_xwing", lambda: False)
+    with pytest.raises(ConfigError, match=r"needs cryptography 48 or newer.*protocol = 1"):
+        load_config(EXAMPLE_CONFIG)
+    assert cli.main(["sim", "--config", str(EXAMPLE_CONFIG), "--out", "/nonexistent/x.png"]) == 78
+    assert "cryptography 48" in capsys.readouterr().err

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
+from pathlib import Path
 
 import pytest
 
 from device.clock import FakeClock
-from tests.helpers import Keys, new_keys
-from tests.test_uplink import FAST, Listener, seal, uplink
+from tests.helpers import Keys, make_ca, new_keys
+from tests.test_uplink import FAST, Listener, seal, tls_context, uplink
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +25,17 @@ def keys() -> Keys:
 
 
 class Canned(Listener):
-    """A server that reads each request and answers with the raw bytes it was given."""
+    """A server that reads each request and answers with the raw bytes it was given (over TLS
+    with ``tls``)."""
 
-    def __init__(self, answer: bytes) -> None:
+    def __init__(self, answer: bytes, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
+        self.tls = tls
         super().__init__()
+
+    @property
+    def url(self) -> str:
+        return super().url.replace("http://", "https://") if self.tls else super().url
 
     def took(self, conn: socket.socket) -> None:
         threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
@@ -35,6 +43,8 @@ class Canned(Listener):
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(10)
         try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
             got = b""
             while b"\r\n\r\n" not in got:
                 got += conn.recv(65536)
@@ -80,17 +90,32 @@ HOSTILE_REPLIES = [
 ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    ca = make_ca(tmp_path_factory.mktemp("ca"), "hostile")
+    return tls_context(ca), ca.ca_pem
+
+
+@pytest.mark.parametrize("over", ["http", "tls"])
 @pytest.mark.parametrize(
     ("what", "answer", "outcome", "error"), HOSTILE_REPLIES, ids=[r[0] for r in HOSTILE_REPLIES]
 )
 def test_the_uplink_survives_any_reply(
-    keys: Keys, clock: FakeClock, what: str, answer: bytes, outcome: str, error: str
+    keys: Keys,
+    clock: FakeClock,
+    tls: tuple[ssl.SSLContext, Path],
+    over: str,
+    what: str,
+    answer: bytes,
+    outcome: str,
+    error: str,
 ) -> None:
     """The review's cases: nested JSON (201 or 503) and `Retry-After: ²` killed `palm run` mid-upload
-    with a traceback. Each reply is now a counted outcome within the retry rules."""
-    server = Canned(answer)
+    with a traceback. Each reply is now a counted outcome within the retry rules, over plain HTTP
+    and over TLS (a private CA the uplink is told to trust)."""
+    server = Canned(answer, tls[0] if over == "tls" else None)
     try:
-        up = uplink(server.url, clock)
+        up = uplink(server.url, clock, ca=tls[1] if over == "tls" else None)
         d = up.deliver(seal(keys, clock), wait_s=0.5)
     finally:
         server.close()
