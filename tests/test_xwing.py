@@ -241,3 +241,33 @@ def test_a_new_recipient_key_of_each_suite_seals_and_opens() -> None:
         pem, key = new_recipient_key(suite)
         assert pem.startswith(b"-----BEGIN PRIVATE KEY-----") and key.suite == suite
         assert recipient_public(key.public_raw).kid == key.kid
+
+
+def test_scanners_on_either_protocol_upload_over_http_to_one_ingest() -> None:
+    """Over real HTTP, with the scanner's own uplink: a scanner left on protocol 1 (X25519) and one
+    on protocol 2 (X-Wing) upload to one reference ingest holding both recipient keys."""
+    from device.clock import FakeClock
+    from device.ingest.server import Ingest, IngestServer
+    from device.uplink.outbox import Outbox
+    from device.uplink.session import make_session
+    from device.uplink.uplink import Uplink
+
+    v1, v2 = new_keys("X25519-SHA256-AES256GCM"), new_keys(SUITE_XWING)
+    ingest = Ingest(
+        recipients=[v1.recipient, v2.recipient],
+        devices={"lane-1": v1.device.public_key(), "lane-2": v2.device.public_key()},
+    )
+    with IngestServer(ingest) as server:
+        for keys, version, device in ((v1, 1, "lane-1"), (v2, 2, "lane-2")):
+            clock = FakeClock()
+            up = Uplink(
+                endpoint=server.url,
+                session=make_session(ca_bundle=None, pin_sha256=None, user_agent="palm-scanner/test"),
+                clock=clock,
+                outbox=Outbox(),
+            )
+            c = keys.sealer(protocol=version, device_id=device).seal(frames(), checks={}, calibration=None)
+            d = up.deliver(c, wait_s=5)
+            assert d.delivered and d.status == 201, d
+    assert [line["v"] for line in server.lines] == [1, 2]
+    assert [line["suite"] for line in server.lines] == ["X25519-SHA256-AES256GCM", SUITE_XWING]
