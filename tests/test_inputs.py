@@ -62,10 +62,7 @@ def make_base(root: Path) -> Base:
 
     from device import cli
     from device.config import defaults_for_simulation
-    from device.hardware import patterns
     from device.protocol.keys import write_private_key
-    from device.sim.scene import make_scene
-    from device.sim.sheet import render_burst
 
     root.mkdir(parents=True, exist_ok=True)
     key = root / "device-key.pem"
@@ -83,29 +80,9 @@ def make_base(root: Path) -> Base:
             ]
         )
     assert code == 0
-    config = defaults_for_simulation()
-    names = patterns.all_patterns(len(config.leds.sector_pins))
-    burst = root / "burst"
-    burst.mkdir()
-    entries = []
-    for f in render_burst(
-        config, make_scene("genuine", 5, motion="still"), names, exposure_us=2200, gain=2.0
-    ):
-        role = f.leds or ""
-        (burst / f"{role}.png").write_bytes(cv2.imencode(".png", f.pixels)[1].tobytes())
-        entries.append(
-            {
-                "role": role,
-                "width": 640,
-                "height": 480,
-                "roi": [0, 0, 640, 480],
-                "exposure_us": 2200,
-                "gain": 2.0,
-                "leds": patterns.manifest_leds(role),
-                "timestamp_ns": f.timestamp_ns,
-            }
-        )
-    (burst / "manifest.json").write_text(json.dumps({"frames": entries}))
+    from tests.test_vision_tools import burst_folder
+
+    burst = burst_folder(defaults_for_simulation(), "genuine", 5, root / "burst")
     return Base(root, key, root / "rig", burst, burst / "flood.png")
 
 

@@ -250,6 +250,19 @@ class Listener:
     def took(self, conn: socket.socket) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def read_request(conn: socket.socket) -> None:
+        """Read one request, its headers and its Content-Length of body, as a server would."""
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += conn.recv(65536)
+        head, _, rest = got.partition(b"\r\n\r\n")
+        length = int(
+            next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1]
+        )
+        while len(rest) < length:
+            rest += conn.recv(65536)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
@@ -401,15 +414,7 @@ class Dripper(Listener):
         start = time.monotonic()
         conn.settimeout(30)
         try:
-            got = b""
-            while b"\r\n\r\n" not in got:
-                got += conn.recv(65536)
-            head, _, rest = got.partition(b"\r\n\r\n")
-            length = int(
-                next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1]
-            )
-            while len(rest) < length:
-                rest += conn.recv(65536)
+            self.read_request(conn)
             if self.mode == "headers":
                 answer = (
                     b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n" + b"X-Drip: x\r\n" * 500

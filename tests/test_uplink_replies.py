@@ -45,15 +45,7 @@ class Canned(Listener):
         try:
             if self.tls is not None:
                 conn = self.tls.wrap_socket(conn, server_side=True)
-            got = b""
-            while b"\r\n\r\n" not in got:
-                got += conn.recv(65536)
-            head, _, rest = got.partition(b"\r\n\r\n")
-            length = int(
-                next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1]
-            )
-            while len(rest) < length:
-                rest += conn.recv(65536)
+            self.read_request(conn)
             conn.sendall(self.answer)
         except OSError:
             pass
