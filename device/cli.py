@@ -124,6 +124,37 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_till(args: argparse.Namespace) -> int:
+    import json
+
+    from device.till.tills import Tills, tls_files
+
+    state = Path(args.state_dir)
+    if not state.is_dir():
+        raise UsageError(f"--state-dir {args.state_dir}: no such folder (the scanner's state directory)")
+    tills = Tills(state)
+    if args.action == "list":
+        for name, added in tills.names():
+            print(f"{name}  added {added}")
+        return 0
+    if not args.name:
+        raise UsageError(f"palm till {args.action} needs the till's NAME")
+    if args.action == "remove":
+        tills.remove(args.name)
+        print(f"removed till {args.name}: its token no longer arms this scanner")
+        return 0
+    _, cert, fingerprint = tls_files(state, args.host or ["127.0.0.1"])
+    token = tills.add(args.name)
+    if args.json:
+        print(json.dumps({"till": args.name, "token": token, "fingerprint_sha256": fingerprint}))
+        return 0
+    print(f"till {args.name} added; its token (shown once, only its hash is kept):")
+    print(f"  {token}")
+    print(f"the scanner's certificate {cert}, SHA-256 fingerprint (pin it in the till):")
+    print(f"  {fingerprint}")
+    return 0
+
+
 def cmd_send_test(args: argparse.Namespace) -> int:
     from device.sendtest import describe, send_test
 
@@ -864,6 +895,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="xwing (ML-KEM-768 + X25519, protocol 2's post-quantum default) or x25519 (protocol 1)",
     )
     keys.set_defaults(handler=cmd_keys)
+
+    till = sub.add_parser(
+        "till",
+        help="the tills allowed to arm this scanner: add, list, remove",
+        description="Each till has its own bearer token for the till API, printed once by add (only its "
+        "SHA-256 is kept, in STATE_DIR/tills.json, mode 0600), with the SHA-256 fingerprint of the "
+        "scanner's own TLS certificate (made once, ECDSA P-256) that the till pins.",
+    )
+    till.add_argument("action", choices=("add", "list", "remove"))
+    till.add_argument("name", nargs="?", metavar="NAME", help="the till's name: 1 to 64 of [A-Za-z0-9._-]")
+    till.add_argument(
+        "--state-dir",
+        default="/var/lib/palm-scanner",
+        metavar="DIR",
+        help="where tills.json and the TLS key live",
+    )
+    till.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="an address or name the certificate is for, when it is made (repeatable; default 127.0.0.1)",
+    )
+    till.add_argument(
+        "--json", action="store_true", help="add: one JSON line {till, token, fingerprint_sha256}"
+    )
+    till.set_defaults(handler=cmd_till)
 
     st = sub.add_parser(
         "send-test",
