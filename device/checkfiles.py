@@ -24,7 +24,7 @@ from device.calibration.flatfield import FlatField
 from device.config import Config
 from device.errors import ProtocolError
 from device.hardware import patterns
-from device.protocol.archive import validate_archive
+from device.protocol.archive import check_ustar_headers, validate_archive
 from device.vision import liveness as L
 from device.vision.pipeline import Verdict, analyse_burst, analyse_frame
 
@@ -76,6 +76,10 @@ def _read_burst(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             frames[role] = _decode(data, f"{role}.png")
         return frames, manifest
     data = inputs.read_bytes(path, what="burst archive", limit=MAX_BURST_BYTES)
+    try:
+        check_ustar_headers(data)
+    except ProtocolError as exc:
+        raise UnreadableError(f"not a protocol archive: {exc.detail}") from None
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             first = tar.next()

@@ -78,7 +78,9 @@ class CloudConfig:
     recipient_public_key: str = _key(
         doc="base64 of the cloud's raw recipient public key: 1216 bytes (X-Wing) or 32 (X25519)"
     )
-    protocol: int = _key(2, doc="the upload protocol version the scanner sends", lo=1, hi=2)
+    protocol: int = _key(
+        0, doc="the upload protocol version: 0 as the protocol says (2 for X-Wing), 1 or 2 pinned", lo=0, hi=2
+    )
     ca_bundle: Path | None = _key(None, doc="PEM file of a private CA to trust instead of the system's")
     pin_sha256: str | None = _key(None, doc="hex SHA-256 of the server certificate (DER) to pin")
 
@@ -106,10 +108,10 @@ class CloudConfig:
             suite = recipient_public(raw).suite
         except KeyFileError as exc:  # an ML-KEM key that is not one; no X-Wing in this cryptography
             raise ConfigError(f"{label}: {exc}") from None
-        if suite not in SUITES[self.protocol]:
+        if self.protocol and suite not in SUITES[self.protocol]:
             raise ConfigError(
                 f"[cloud] protocol = {self.protocol} cannot seal to an X-Wing key (version 1 has only "
-                "X25519): set protocol = 2, or give the cloud's 32-byte X25519 key"
+                "X25519): set protocol = 0 or 2, or give the cloud's 32-byte X25519 key"
             )
         if self.pin_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.pin_sha256):
             raise ConfigError(

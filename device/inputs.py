@@ -27,7 +27,6 @@ import errno
 import json
 import math
 import os
-import re
 import stat
 import struct
 import tomllib
@@ -60,7 +59,12 @@ def cut(value: Any, n: int = CUT) -> str:
     if isinstance(value, str | bytes) and len(value) > 4 * n:  # no repr of 50 MB just to cut it
         unit = "bytes" if isinstance(value, bytes) else "characters"
         return f"{repr(value[: 4 * n])[:n]}... ({len(value):,} {unit})"
-    text = repr(value)
+    if isinstance(value, int) and value.bit_length() > 128:  # repr() of a huge one raises
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except ValueError:  # an integer inside a container, past int()'s digit limit
+        return f"a {type(value).__name__} too large to show"
     return text if len(text) <= n else f"{text[:n]}... ({len(text)} characters)"
 
 
@@ -142,24 +146,6 @@ def read_text(path: str | os.PathLike[str], *, what: str, limit: int, follow_sym
 
 # -- JSON and TOML --------------------------------------------------------------------------------
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
-_TOML_SKIP = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*')
-_TOML_LONG_NUMBER = re.compile(rf"[0-9][0-9_]{{{MAX_NUMBER_CHARS},}}")
-_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
-
-
-def _depth(text: str) -> int:
-    """The deepest nesting of brackets and braces in ``text`` (its strings already removed)."""
-    b = np.frombuffer(text.encode("utf-8", "replace"), np.uint8)
-    step = np.isin(b, _OPEN).astype(np.int32) - np.isin(b, _CLOSE).astype(np.int32)
-    return int(np.cumsum(step).max(initial=0))
-
-
-def _check_depth(bare: str, what: str) -> None:
-    depth = _depth(bare)
-    if depth > MAX_DEPTH:
-        raise InputError(f"{what} nests arrays or tables {depth} deep: at most {MAX_DEPTH}")
-
 
 def _number_error(what: str, text: str) -> InputError:
     return InputError(f"{what} holds the number {cut(text)}: at most {MAX_NUMBER_CHARS} characters")
@@ -183,7 +169,6 @@ def load_json(data: bytes | str, *, what: str) -> Any:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as exc:
         raise InputError(f"{what} is not UTF-8 JSON (byte {exc.start})") from None
-    _check_depth(_JSON_STRING.sub("", text), what)
 
     def integer(s: str) -> int:
         if len(s) > MAX_NUMBER_CHARS:
@@ -194,42 +179,55 @@ def load_json(data: bytes | str, *, what: str) -> Any:
         raise InputError(f"{what} holds {s}: only finite numbers are valid (no NaN or infinity)")
 
     try:
-        return json.loads(text, parse_int=integer, parse_float=_finite(what), parse_constant=constant)
+        data = json.loads(text, parse_int=integer, parse_float=_finite(what), parse_constant=constant)
+    except RecursionError:  # the parser recursed to Python's limit: far deeper than MAX_DEPTH
+        raise _too_deep(what) from None
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    _check_tree(data, what, root=1)
+    return data
 
 
 def load_toml(text: str, *, what: str) -> dict[str, Any]:
     """TOML with nesting (arrays, inline tables, dotted keys), number length and NaN/infinity checked."""
-    bare = _TOML_SKIP.sub("", text)
-    _check_depth(bare, what)
-    long = _TOML_LONG_NUMBER.search(bare)
-    if long:
-        raise _number_error(what, long.group())
     try:
         data = tomllib.loads(text, parse_float=_finite(what))
     except InputError:
         raise
+    except RecursionError:  # arrays or inline tables nested to Python's limit
+        raise _too_deep(what) from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{what} is not valid TOML: {cut(str(exc), 200)}") from None
     except ValueError as exc:  # an integer beyond int()'s digit limit that the scan missed
         raise InputError(f"{what} holds a number that cannot be read: {cut(str(exc))}") from None
-    _check_tables(data, what)
+    _check_tree(data, what, root=0)
     return data
 
 
-def _check_tables(data: dict[str, Any], what: str) -> None:
-    """Dotted keys (``a.b.c = 1``) nest tables without brackets: bound their depth too, without
-    recursion."""
-    stack: list[tuple[Any, int]] = [(data, 0)]
+def _too_deep(what: str) -> InputError:
+    return InputError(f"{what} nests arrays or tables more than {MAX_DEPTH} deep")
+
+
+#: an integer of more bits than this has more than MAX_NUMBER_CHARS digits (TOML's 0x... too)
+_MAX_INT_BITS = int(MAX_NUMBER_CHARS * math.log2(10))
+
+
+def _check_tree(data: Any, what: str, root: int) -> None:
+    """What the parsers let through, bounded without recursion: nesting (TOML's dotted keys nest
+    tables without brackets) and the size of integers (TOML's hex, octal and binary ones too)."""
+    stack: list[tuple[Any, int]] = [(data, root)]  # JSON's outer brackets count, TOML's file does not
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise InputError(f"{what} nests tables more than {MAX_DEPTH} deep")
+        if depth > MAX_DEPTH and isinstance(node, dict | list):
+            raise _too_deep(what)
+        if isinstance(node, int) and not isinstance(node, bool) and node.bit_length() > _MAX_INT_BITS:
+            raise InputError(
+                f"{what} holds an integer of {node.bit_length()} bits: at most {MAX_NUMBER_CHARS} digits"
+            )
         children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+        stack.extend((c, depth + 1) for c in children)
 
 
 def read_json(path: str | os.PathLike[str], *, what: str, limit: int = MiB) -> Any:
@@ -278,6 +276,10 @@ def image_size(data: bytes, what: str, formats: tuple[str, ...] = IMAGE_FORMATS)
         return w, h
     if kind == "JPEG":
         return _jpeg_size(data, what)
+    (header,) = struct.unpack("<I", data[14:18])
+    if header == 12:  # the OS/2 BITMAPCOREHEADER: 16-bit sizes
+        cw, ch = struct.unpack("<HH", data[18:22])
+        return cw, ch
     w, h = struct.unpack("<ii", data[18:26])
     return abs(w), abs(h)
 

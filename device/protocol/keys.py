@@ -141,8 +141,9 @@ def load_device_key(path: Path) -> Ed25519PrivateKey:
 
 
 #: PKCS#8 of an X-Wing private key: its 32-byte seed under the X-Wing OID 1.3.6.1.4.1.62253.25722
-#: (draft-connolly-cfrg-xwing-kem), the layout X25519's PKCS#8 has (RFC 8410): version 0, the
-#: algorithm with no parameters, the key as an OCTET STRING
+#: (draft-connolly-cfrg-xwing-kem): version 0, the algorithm with no parameters, the seed as one
+#: OCTET STRING (RFC 8410 wraps an X25519 key in a second one; whether other tools' X-Wing PKCS#8
+#: does is not checked here: the key is a development cloud's, read only by `palm ingest`)
 XWING_OID_DER = bytes.fromhex("060b2b0601040183e62d81c87a")
 _XWING_PKCS8_HEAD = bytes.fromhex("3034020100300d") + XWING_OID_DER + bytes.fromhex("0420")
 XWING_SEED_LEN = 32

@@ -18,6 +18,7 @@ import os
 from email.message import EmailMessage
 
 from device.errors import ProtocolError
+from device.inputs import cut
 
 PARTS = (("envelope", "application/json"), ("sealed", "application/octet-stream"))
 #: Content-Transfer-Encoding values that leave the bytes as they are (RFC 7578 4.7 deprecates the rest)
@@ -46,17 +47,52 @@ def _malformed(detail: str) -> ProtocolError:
     return ProtocolError("malformed", detail)
 
 
+#: at most this many delimiter lines (two parts and the close, and one spare), this much header per
+#: part, and this many line breaks per byte: the MIME parser is line-based and slow on pathological
+#: bodies (200,000 empty parts, folded headers, megabytes of line feeds), and it runs before the
+#: signature is checked
+MAX_DELIMITERS, MAX_PART_HEADER, MAX_LINES_PER_KIB = 4, 8192, 64
+
+
 def decode(body: bytes, content_type: str) -> tuple[bytes, bytes]:
     """(envelope, sealed) from any valid RFC 7578 body, or ProtocolError('malformed')."""
-    if not content_type or "\r" in content_type or "\n" in content_type:
+    if not content_type or "\r" in content_type or "\n" in content_type or len(content_type) > 1024:
         raise _malformed("Content-Type is not multipart/form-data with a boundary")
     head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
     try:
-        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    except (RecursionError, ValueError, LookupError, TypeError) as exc:
-        raise _malformed(f"body is not multipart/form-data ({type(exc).__name__})") from None
-    if msg.get_content_type() != "multipart/form-data" or not msg.get_boundary():
+        outer = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head)
+        boundary = outer.get_boundary() if outer.get_content_type() == "multipart/form-data" else None
+    except (RecursionError, ValueError, LookupError, TypeError):
+        boundary = None
+    if not boundary:
         raise _malformed("Content-Type is not multipart/form-data with a boundary")
+    _screen(body, boundary.encode("latin-1", "replace"))
+    try:
+        return _parts(head, body)
+    except (RecursionError, ValueError, LookupError, TypeError, IndexError) as exc:
+        if isinstance(exc, ProtocolError):
+            raise
+        raise _malformed(f"body is not multipart/form-data ({type(exc).__name__})") from None
+
+
+def _screen(body: bytes, boundary: bytes) -> None:
+    """Refuse, in linear time, what no valid body of two parts looks like."""
+    marker = b"--" + boundary
+    if body.count(marker) > MAX_DELIMITERS:
+        raise _malformed(f"body has more than {MAX_DELIMITERS - 2} parts: exactly envelope and sealed")
+    if body.count(b"\n") > MAX_LINES_PER_KIB * (len(body) // 1024 + 16):
+        raise _malformed("body has more line breaks than two parts of JSON and ciphertext hold")
+    at = body.find(marker)
+    while at >= 0:
+        end = body.find(b"\r\n\r\n", at)
+        nxt = body.find(marker, at + len(marker))
+        if end >= 0 and (nxt < 0 or end < nxt) and end - at > MAX_PART_HEADER:
+            raise _malformed(f"a part's headers take more than {MAX_PART_HEADER} bytes")
+        at = nxt
+
+
+def _parts(head: bytes, body: bytes) -> tuple[bytes, bytes]:
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     if msg.defects:  # no opening or closing boundary, a part without headers' end, ...
         raise _malformed(f"body is not well-formed multipart: {type(msg.defects[0]).__name__}")
     parts = msg.get_payload()
@@ -96,7 +132,12 @@ def _data(part: EmailMessage, name: str) -> bytes:
     want = dict(PARTS)[name]
     ctype = part.get("content-type")
     if ctype is not None and part.get_content_type() != want:
-        raise _malformed(f"part {name} must have Content-Type {want}, not {part.get_content_type()}")
+        raise _malformed(f"part {name} must have Content-Type {want}, not {cut(part.get_content_type())}")
+    if (
+        len(part.get_all("content-transfer-encoding") or []) > 1
+        or len(part.get_all("content-disposition") or []) > 1
+    ):
+        raise _malformed(f"part {name} has a header twice")
     cte = str(part.get("content-transfer-encoding", "")).strip().lower()
     if cte not in _IDENTITY:
         raise _malformed(

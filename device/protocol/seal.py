@@ -71,13 +71,14 @@ class Sealer:
         device_key: Ed25519PrivateKey,
         recipient: RecipientPublic,
         firmware: str,
-        protocol: int = 2,
+        protocol: int = 0,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """``protocol``: the version sent (2, or 1 for a cloud that speaks only it); the suite is the
-        recipient key's."""
-        if recipient.suite not in SUITES.get(protocol, ()):
+        """``protocol``: 0 sends what the protocol page says (version 2 for an X-Wing key or a
+        checkout a till armed, else version 1, so a cloud of version 1 keeps taking an X25519
+        scanner's captures); 1 or 2 pins it. The suite is the recipient key's."""
+        if protocol != 0 and recipient.suite not in SUITES.get(protocol, ()):
             raise ProtocolError(
                 "malformed",
                 f"protocol {protocol} cannot seal with {recipient.suite}: it has "
@@ -115,6 +116,7 @@ class Sealer:
         now = self._wall()
         capture_id = uuid7(int(now * 1000))
         roles = [f.role for f in frames]
+        version = self.protocol or (2 if self.suite == SUITE_XWING or checkout is not None else 1)
         envelope = build_envelope(
             device_id=self._device_id,
             capture_id=capture_id,
@@ -124,20 +126,18 @@ class Sealer:
             roles=roles,
             checks=checks,
             calibration=calibration,
-            version=self.protocol,
+            version=version,
             suite=self._recipient.suite,
             checkout=checkout,
         )
         plaintext = build_archive(frames)
         try:
-            sealed = self._hpke.encrypt(
-                plaintext, self._recipient.key, info=info_for(envelope, self.protocol)
-            )
+            sealed = self._hpke.encrypt(plaintext, self._recipient.key, info=info_for(envelope, version))
         finally:
             plaintext[:] = bytes(len(plaintext))
             for f in frames:
                 f.pixels.fill(0)
-        signature = self._key.sign(signed_message(envelope, sealed, self.protocol))
+        signature = self._key.sign(signed_message(envelope, sealed, version))
         return SealedCapture(
             capture_id=capture_id,
             envelope=envelope,
