@@ -520,3 +520,17 @@ if __name__ == "__main__":
     ap.add_argument("--timeout", type=float, default=30.0)
     a = ap.parse_args()
     _before_and_after(a.tree.resolve(), a.timeout)
+
+
+def test_an_unterminated_string_is_parsed_once_not_rescanned() -> None:
+    """The review's case: a regex that removed strings before the depth scan restarted at every quote
+    (64 kB of an unterminated string took 11 s). The parsers themselves read it once."""
+    from device import inputs
+
+    with pytest.raises(inputs.InputError, match="not valid JSON"):
+        inputs.load_json('"' + '\\"' * 500_000, what="x")
+    with pytest.raises(inputs.InputError, match="not valid TOML"):
+        inputs.load_toml('x = "' + '\\"' * 300_000, what="x")
+    with pytest.raises(inputs.InputError, match="integer of 16000 bits"):
+        inputs.load_toml("x = 0x" + "f" * 4000, what="x")
+    assert inputs.cut(int("f" * 4000, 16)) == "an integer of 16000 bits"
