@@ -83,7 +83,7 @@ def _read_burst(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             first = tar.next()
-            if first is None or first.name != "manifest.json" or not first.isreg() or first.issparse():
+            if first is None or first.name != "manifest.json":  # plain ustar: check_ustar_headers
                 raise UnreadableError("the archive's first member is not a plain manifest.json")
             if first.size > inputs.MiB:
                 raise UnreadableError(f"the archive's manifest.json is {first.size:,} bytes: at most 1 MiB")

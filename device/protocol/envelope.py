@@ -169,11 +169,6 @@ def _object(envelope: bytes) -> dict[str, Any]:
     return obj
 
 
-def device_id_of(envelope: bytes) -> str:
-    """One of the two fields read before the signature is checked (the device key to check it with)."""
-    return header_of(envelope)[0]
-
-
 def header_of(envelope: bytes) -> tuple[str, int]:
     """``device_id`` and ``v``, the fields read before the signature is checked: the device key to
     check it with, and the version whose labels it was made with."""

@@ -287,14 +287,14 @@ def recipient_public(raw: bytes) -> RecipientPublic:
     """A recipient public key from its raw bytes: 32 (X25519) or 1216 (X-Wing); KeyFileError else."""
     if len(raw) not in (X25519_PUBLIC_LEN, XWING_PUBLIC_LEN):
         raise KeyFileError(
-            f"a recipient public key is {X25519_PUBLIC_LEN} raw bytes (X25519) or {XWING_PUBLIC_LEN} "
-            f"(X-Wing: ML-KEM-768 then X25519), not {len(raw)}"
+            f"a recipient public key is {XWING_PUBLIC_LEN} bytes (X-Wing) or {X25519_PUBLIC_LEN} bytes "
+            f"(X25519), not {len(raw)} bytes"
         )
     x_raw = raw[-X25519_PUBLIC_LEN:]
     if low_order(x_raw):
         raise KeyFileError(
-            "the recipient public key's X25519 part is of small order (such as all zeros): no seal to it "
-            "is secret"
+            "the recipient public key's X25519 part is of small order (all zeros is one), to which no seal "
+            "is secret; give the cloud's real key (palm keys recipient prints one for a development cloud)"
         )
     x = X25519PublicKey.from_public_bytes(x_raw)
     if len(raw) == X25519_PUBLIC_LEN:
