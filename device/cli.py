@@ -759,6 +759,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     fault_at, fault_for = None, 3.0
     if args.camera_fault:
         fault_at, fault_for = _fault_spec(args.camera_fault)
+    if args.till_port is not None and not 0 <= args.till_port <= 65535:
+        raise UsageError(f"--till-port {args.till_port} is not valid: a port from 0 (any free one) to 65535")
+    if args.walk_ins and args.till_port is None:
+        raise UsageError("--walk-ins goes with --till-port (without a till every shopper walks in)")
     reload = (lambda: load_config(args.config)) if args.config else None
     summary = run_simulated(
         config,
@@ -771,16 +775,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             camera_fault_at_s=fault_at,
             camera_fault_for_s=fault_for,
             reload=reload,
+            till_port=args.till_port,
+            walk_ins=args.walk_ins,
         ),
     )
-    return 0 if summary.count or summary.stopped_by else 1  # stopped by a signal: a clean stop
+    # stopped by a signal: a clean stop; a till's run: its checkouts ended (timed out, it may be)
+    return 0 if summary.count or summary.stopped_by or summary.checkouts else 1
 
 
 def _run_on_hardware(args: argparse.Namespace) -> int:
     from device.daemon import logs
     from device.daemon.hardware import Options, run_on_hardware
 
-    for flag, given in (("--endpoint", args.endpoint), ("--camera-fault", args.camera_fault)):
+    for flag, given in (
+        ("--endpoint", args.endpoint),
+        ("--camera-fault", args.camera_fault),
+        ("--till-port", args.till_port is not None),
+        ("--walk-ins", args.walk_ins),
+    ):
         if given:
             raise UsageError(
                 f"{flag} is for the simulated scanner: add --simulate ([cloud] endpoint sets the ingest)"
@@ -1139,6 +1151,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AT[:FOR]",
         help="simulated scanner: the camera stops delivering AT seconds into the scenario, for FOR "
         "seconds (default 3)",
+    )
+    run.add_argument(
+        "--till-port",
+        type=int,
+        metavar="PORT",
+        help="simulated scanner: serve the till API on https://127.0.0.1:PORT (0: any free port) with a "
+        "till of its own, printed first (with --json: a till_ready line with port, token and "
+        "fingerprint_sha256); nobody is captured unless the till arms a checkout, and each arming "
+        "brings the next shopper; the run ends after --scans checkouts have ended",
+    )
+    run.add_argument(
+        "--walk-ins",
+        action="store_true",
+        help="with --till-port: shoppers also arrive on their own (still captured only when armed)",
     )
     run.set_defaults(handler=cmd_run)
 

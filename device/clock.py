@@ -108,10 +108,20 @@ class SimulatedTime(FakeClock):
     simulator does that a real scanner does not, marked by :meth:`stopped`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, paced: bool = False) -> None:
         super().__init__(start_ns=time.monotonic_ns())
         self._real0 = time.perf_counter_ns()
         self._paused = 0
+        #: never ahead of the wall clock: for a run that a real peer drives (a till), where a
+        #: checkout's 30 s must be about 30 s of the till's (behind it when rendering is slow)
+        self.paced = paced
+
+    def advance_to(self, when_ns: int) -> None:
+        super().advance_to(when_ns)
+        if self.paced:
+            ahead = (self._now - self._start) - (time.perf_counter_ns() - self._real0)
+            if ahead > 0:
+                time.sleep(ahead / 1e9)
 
     def stopwatch_ns(self) -> int:
         return self._now + (time.perf_counter_ns() - self._real0 - self._paused)

@@ -282,6 +282,46 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class TillConfig:
+    """The till's API (device.till): where it listens and whether the scanner waits to be armed.
+
+    The section's presence turns it on: without ``[till]`` the scanner captures any hand (a kiosk)."""
+
+    listen: str = _key(
+        "127.0.0.1:8443",
+        doc="address:port of the till API over HTTPS ([::1]:8443 for IPv6; 0.0.0.0 for every address)",
+    )
+    mode: str = _key(
+        "armed",
+        doc="armed: capture only for a checkout a till armed; always: any hand (a kiosk without a till)",
+        choices=("armed", "always"),
+    )
+    state_dir: Path = _key(
+        Path("/var/lib/palm-scanner"), doc="where tills.json and the API's TLS key and certificate live"
+    )
+
+    def __post_init__(self) -> None:
+        self.address  # noqa: B018 - checks the value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``listen`` as (host, port)."""
+        host, sep, port = self.listen.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            ipaddress.ip_address(host)
+            number = int(port) if port.isascii() and port.isdigit() else -1
+        except ValueError:
+            number = -1
+        if not sep or not 1 <= number <= 65535:
+            raise ConfigError(
+                f"[till] listen = {cut(self.listen)} is not valid: use an IP address and a port from 1 "
+                'to 65535, such as "127.0.0.1:8443", "0.0.0.0:8443" or "[::1]:8443"'
+            )
+        return host, number
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceConfig
     cloud: CloudConfig
@@ -290,9 +330,21 @@ class Config:
     indicator: IndicatorConfig = field(default_factory=IndicatorConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    #: None without a [till] section: no till API, any hand is captured
+    till: TillConfig | None = None
     source: Path | None = None
 
+    @property
+    def armed_only(self) -> bool:
+        """Whether a capture needs a checkout a till armed."""
+        return self.till is not None and self.till.mode == "armed"
+
     def __post_init__(self) -> None:
+        if self.till is not None and self.cloud.protocol == 1:
+            raise ConfigError(
+                "[cloud] protocol = 1 cannot carry a till's checkout (version 2 does): set protocol = 0 "
+                "or 2, or remove [till]"
+            )
         shared = set(self.leds.sector_pins) & {
             self.indicator.green_pin,
             self.indicator.amber_pin,
@@ -313,7 +365,10 @@ SECTIONS: dict[str, type[Any]] = {
     "indicator": IndicatorConfig,
     "sim": SimConfig,
     "calibration": CalibrationConfig,
+    "till": TillConfig,
 }
+#: sections that may be left out, and are then None (their absence means something)
+OPTIONAL_SECTIONS = frozenset({"till"})
 
 
 def _check_pins(name: str, pins: tuple[int, ...]) -> None:
@@ -346,6 +401,8 @@ def parse_config(
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         table = data.get(name)
+        if table is None and name in OPTIONAL_SECTIONS:
+            continue
         if table is None:
             if name in ("device", "cloud"):
                 raise ConfigError(f"section [{name}] is missing: it is required")

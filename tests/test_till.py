@@ -22,15 +22,20 @@ from device.clock import FakeClock
 from device.errors import KeyFileError
 from device.till.api import TillAPI
 from device.till.checkouts import CheckoutError, Checkouts
-from device.till.tills import Tills, tls_files
+from device.till.tills import Tills, server_context, tls_files
 
 
 class Pinned:
     """A till: HTTPS to the scanner, trusting only the certificate whose SHA-256 it was given."""
 
-    def __init__(self, port: int, token: str, fingerprint: str, cert: Path) -> None:
+    def __init__(self, port: int, token: str, fingerprint: str, cert: Path | None = None) -> None:
         self.port, self.token, self.fingerprint = port, token, fingerprint
-        self.ctx = ssl.create_default_context(cafile=str(cert))  # the self-signed certificate alone
+        if cert is None:  # as a till set up with the fingerprint alone: fetch, check, then trust only it
+            pem = ssl.get_server_certificate(("127.0.0.1", port))
+            assert hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest() == fingerprint
+            self.ctx = ssl.create_default_context(cadata=pem)
+        else:
+            self.ctx = ssl.create_default_context(cafile=str(cert))  # the self-signed certificate alone
 
     def connect(self) -> http.client.HTTPSConnection:
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=10)
@@ -67,7 +72,7 @@ def scanner(tmp_path: Path) -> Iterator[tuple[TillAPI, Pinned, FakeClock, list[d
 
     checkouts = Checkouts(clock=clock, wall=time.time, emit=emit)
     device = {"id": "store-0042-lane-3", "firmware": "test", "protocol": 2, "status": "ready"}
-    api = TillAPI(checkouts=checkouts, tills=tills, device=lambda: device, cert=cert, key=key)
+    api = TillAPI(checkouts=checkouts, tills=tills, device=lambda: device, tls=server_context(cert, key))
     with api:
         yield api, Pinned(api.port, token, fp, cert), clock, events
 

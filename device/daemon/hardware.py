@@ -9,6 +9,7 @@ saying what to do, when any of them is missing or wrong.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from device.daemon.status import StatusServer
 from device.protocol.keys import load_device_key
 from device.protocol.seal import Sealer
 from device.selftest import describe_calibration
+from device.till.link import TillLink, describe_device, open_till
 from device.uplink.outbox import Outbox
 from device.uplink.session import make_session
 from device.uplink.uplink import Uplink
@@ -71,6 +73,7 @@ def run_on_hardware(config: Config, opts: Options) -> Summary:
         user_agent=f"palm-scanner/{__version__}",
     )
     status = None
+    link: TillLink | None = None
     with open_scanner(config) as scanner:
         log.info("camera: %s", scanner.camera.describe())
         clock: Clock = scanner.clock
@@ -83,6 +86,22 @@ def run_on_hardware(config: Config, opts: Options) -> Summary:
             monotonic_ns=clock.monotonic_ns,
         )
         uplink = Uplink(endpoint=config.cloud.endpoint, session=session, clock=clock, outbox=Outbox())
+        service: Service | None = None
+        if config.till is not None:
+            describe = describe_device(
+                device_id=config.device.id,
+                firmware=__version__,
+                calibration_id=cal.id,
+                protocol=config.cloud.protocol,
+                suite=sealer.suite,
+                state=lambda: service.metrics.state if service is not None else "starting",
+            )
+            link = open_till(
+                config.till,
+                clock=clock,
+                wall=time.time,
+                device=describe,
+            )
 
         make_loop = loop_maker(
             scanner=scanner,
@@ -92,6 +111,8 @@ def run_on_hardware(config: Config, opts: Options) -> Summary:
             calibration=cal,
             model=model,
             emit=lambda event: log.info("%s", event["event"], extra={"fields": event}),
+            checkouts=link.checkouts if link is not None else None,
+            armed_only=config.armed_only,
         )
         parts = Parts(camera=scanner.camera, ring=scanner.ring, indicator=scanner.indicator, uplink=uplink)
         service = Service(
@@ -106,12 +127,22 @@ def run_on_hardware(config: Config, opts: Options) -> Summary:
             if opts.status_port is not None:
                 status = StatusServer(service.metrics, opts.status_port).start()
                 log.info("status on http://127.0.0.1:%d/metrics and /healthz", status.port)
+            if link is not None:
+                link.start()
+                log.info(
+                    "till API on https://%s:%d (%s mode); certificate SHA-256 %s",
+                    *config.till.address,  # type: ignore[union-attr]
+                    config.till.mode,  # type: ignore[union-attr]
+                    link.fingerprint_sha256,
+                )
             if opts.signals:
                 service.install_signals()
             if opts.before_serving is not None:
                 opts.before_serving(service, status.port if status is not None else None)
             service.serve(scans=opts.scans)
         finally:
+            if link is not None:
+                link.stop()
             if status is not None:
                 status.stop()
             uplink.close()

@@ -25,6 +25,7 @@ from device.hardware.indicator import Indicator
 from device.hardware.ring import LedRing
 from device.protocol.archive import CaptureFrame
 from device.protocol.seal import Sealer
+from device.till.checkouts import Checkout, Checkouts
 from device.uplink.uplink import Uplink
 from device.vision import liveness as L
 from device.vision import presence
@@ -105,6 +106,8 @@ class Summary:
     timings: dict[str, deque[float]] = field(default_factory=dict)
     #: the signal (or request) that stopped the service, if one did
     stopped_by: str | None = None
+    #: with a till: its checkouts by how they ended
+    checkouts: dict[str, int] | None = None
 
     def add(self, scan: Scan) -> None:
         self.count += 1
@@ -166,6 +169,11 @@ def loop_maker(
     return make
 
 
+def _gone(checkout: Checkout | None) -> str:
+    """The outcome of a scan whose checkout ended under it (cancelled, timed out) or never was."""
+    return checkout.state if checkout is not None else "not_armed"
+
+
 def palm_distance_mm(radius_px: float, scale: tuple[float, float]) -> float:
     """How far a palm of ``radius_px`` (inscribed radius, frame pixels) is, from the calibration's
     scale (pixels per mm at a distance in mm): apparent size falls as one over the distance."""
@@ -193,8 +201,16 @@ class ScanLoop:
         kind_of_scene: Callable[[], str | None] = lambda: None,
         stopwatch: Callable[[], int] | None = None,
         tick: Callable[[], None] = lambda: None,
+        checkouts: Checkouts | None = None,
+        armed_only: bool = False,
     ) -> None:
         self._cfg = config
+        # The till's checkouts (device.till); armed_only ([till] mode = "armed"): nobody is captured
+        # without one. Without armed_only a scan still carries the checkout armed at the time.
+        if armed_only and checkouts is None:
+            raise ValueError("armed_only needs the till's checkouts")
+        self._checkouts = checkouts
+        self._armed_only = armed_only
         self._camera = camera
         self._ring = ring
         self._indicator = indicator
@@ -220,6 +236,8 @@ class ScanLoop:
         # where metering starts: the calibration's exposure for a palm at the nominal distance
         self._settings = start or Settings(exposure_us=2000, gain=2.0)
         self._last: presence.Presence | None = None  # the previous presence frame, for movement
+        self._scan_checkout: Checkout | None = None  # the checkout of the scan under way
+        self._unarmed = False  # a hand is there and no till asked for it
 
     def _ms_since(self, t_ns: int) -> float:
         """Stopwatch milliseconds since ``t_ns`` (a stopwatch reading)."""
@@ -260,16 +278,38 @@ class ScanLoop:
         while give_up_s is None or self._waited_s(start) < give_up_s:
             p = self._watch()
             self._last = p
-            if p.present:
+            if p.present and (not self._armed_only or self._checkout() is not None):
+                self._unarmed = False
                 return True
+            if p.present and not self._unarmed:  # said once while the hand stays; never captured
+                self._emit({"event": "hand_unarmed"})
+            self._unarmed = p.present
         return False
+
+    def _checkout(self) -> Checkout | None:
+        """The checkout armed or running now (one past its deadline times out here)."""
+        return self._checkouts.current() if self._checkouts is not None else None
+
+    def _ended(self, checkout: Checkout | None) -> bool:
+        """Whether the scan must stop: its checkout was cancelled or timed out, or (armed mode) there
+        is none."""
+        if checkout is None:
+            return self._armed_only
+        self._checkout()  # its deadline is looked at here
+        return checkout.final
+
+    def _advance(self, checkout: Checkout | None, state: str, **kw: Any) -> None:
+        if checkout is not None and self._checkouts is not None:
+            self._checkouts.advance(checkout, state, **kw)
 
     def scan(self) -> Scan:
         """One shopper, from the hand seen to the answer and the hand gone."""
         seen = self._stopwatch()
         kind = self._kind()
         stages: dict[str, float] = {}
-        self._emit({"event": "hand_seen"})
+        checkout = self._checkout()
+        self._scan_checkout = checkout
+        self._emit({"event": "hand_seen", **({"checkout_id": checkout.checkout_id} if checkout else {})})
         deadline = self._clock.monotonic_ns() + int(GUIDE_TIMEOUT_S * 1e9)
         stages["guiding"] = stages["capturing"] = 0.0
         unsure = 0  # bursts whose liveness could not tell
@@ -279,6 +319,8 @@ class ScanLoop:
             t = self._stopwatch()
             while steady < STEADY_FRAMES:
                 now = self._clock.monotonic_ns()
+                if self._ended(checkout):
+                    return self._finish(seen, stages, _gone(checkout), [], kind)
                 if now > deadline:
                     return self._finish(seen, stages, "try_again", ["guidance_timeout"], kind)
                 p = self._watch()
@@ -288,11 +330,15 @@ class ScanLoop:
                 # New guidance at once; the same again each GUIDANCE_REPEAT_S while it lasts.
                 if p.reasons and (p.reasons != last_reasons or now - said_ns > GUIDANCE_REPEAT_S * 1e9):
                     self._emit({"event": "guidance", "reasons": p.reasons})
+                    self._advance(checkout, "guiding", reasons=p.reasons)
                     self._show(p.reasons[0])
                     said_ns = now
                 last_reasons = p.reasons
                 steady = steady + 1 if not p.reasons else 0
             stages["guiding"] += self._ms_since(t)
+            if self._ended(checkout):  # never a burst for a checkout that ended, or for none
+                return self._finish(seen, stages, _gone(checkout), [], kind)
+            self._advance(checkout, "capturing")
             t = self._stopwatch()
             verdict, frames = self._capture()
             stages["capturing"] += self._ms_since(t)
@@ -337,6 +383,7 @@ class ScanLoop:
                 ):
                     said["distance_mm"] = round(palm_distance_mm(verdict.hand.radius, self._scale))
                 self._emit(said)
+                self._advance(checkout, "guiding", reasons=R.ordered(guidable))
                 self._show(R.ordered(guidable)[0])
                 self._watch_settings()
                 continue
@@ -370,6 +417,9 @@ class ScanLoop:
                 }
             )
             return self._finish(seen, stages, "not_accepted", live.reasons if live else [], kind)
+        if self._ended(checkout):  # cancelled (or timed out) while the burst was judged: not sealed
+            self._let_go(frames)
+            return self._finish(seen, stages, _gone(checkout), [], kind)
         # Sealing: the palm crops of every frame, then nothing but ciphertext.
         t = self._stopwatch()
         hand = verdict.hand
@@ -393,8 +443,10 @@ class ScanLoop:
             crops,
             checks={"quality": {"score": verdict.quality.score}, "liveness": {"score": live.score}},
             calibration=self._calibration_id,
+            checkout=checkout.envelope_field() if checkout is not None else None,
         )
         stages["sealing"] = self._ms_since(t)
+        self._advance(checkout, "sent", capture_id=capture.capture_id)
         t = self._stopwatch()
         delivery = self._uplink.deliver(capture, wait_s=UPLOAD_WAIT_S)
         stages["uploading"] = self._ms_since(t)
@@ -408,7 +460,9 @@ class ScanLoop:
                     "cloud_decision": cloud_decision(delivery.result),
                 }
             )
-            return self._finish(seen, stages, "accepted", [], kind, capture.capture_id)
+            return self._finish(
+                seen, stages, "accepted", [], kind, capture.capture_id, result=delivery.result
+            )
         self._emit(
             {
                 "event": "upload_failed",
@@ -418,12 +472,17 @@ class ScanLoop:
             }
         )
         outcome = "try_again" if delivery.outcome in ("pending", "expired") else "fault"
+        if checkout is not None and delivery.outcome == "pending":
+            # The till is told "failed" now: the capture must never reach the cloud after that.
+            self._uplink.withdraw(capture.capture_id)
         return self._finish(
             seen, stages, outcome, [delivery.error or delivery.outcome], kind, capture.capture_id
         )
 
     def _capture(self) -> tuple[Verdict, list[Any]]:
         """Meter the palm, then up to MAX_BURSTS bursts; the best by quality (the others wiped)."""
+        if self._armed_only and self._checkout() is None:
+            raise AssertionError("a burst without an armed checkout")  # scan() never asks for one
         self._show("working")
         n = len(self._cfg.leds.sector_pins)
         best: tuple[Verdict, list[Any]] | None = None
@@ -465,8 +524,11 @@ class ScanLoop:
         capture_id: str | None = None,
         *,
         quiet: bool = False,
+        result: Any = None,
     ) -> Scan:
         self.wipe_held()
+        self._settle(self._scan_checkout, outcome, why, capture_id, result)
+        self._scan_checkout = None
         end = self._ms_since(seen)
         scan = Scan(
             outcome=outcome,
@@ -484,6 +546,28 @@ class ScanLoop:
         self._clock.sleep(SHOW_RESULT_S)
         self.wait_for_leave()
         return scan
+
+    def _settle(
+        self, checkout: Checkout | None, outcome: str, why: list[str], capture_id: str | None, result: Any
+    ) -> None:
+        """The checkout's state for how the scan ended: the cloud's answer, a refusal, a failure; or
+        armed again (the shopper was asked to try again, or took the hand away) until its deadline."""
+        if checkout is None or checkout.final:
+            return
+        if outcome == "accepted":
+            self._advance(checkout, "accepted", result=result)
+        elif outcome == "not_accepted":
+            self._advance(checkout, "not_accepted", reasons=why)
+        elif capture_id is not None or outcome == "fault":  # sealed, and not delivered
+            self._advance(checkout, "failed", reasons=why)
+        else:
+            self._advance(checkout, "armed", reasons=why)
+
+    def abandon(self, reason: str) -> None:
+        """The scan under way was cut short (the camera failed): its checkout has failed."""
+        checkout, self._scan_checkout = self._scan_checkout, None
+        if checkout is not None:
+            self._advance(checkout, "failed", reasons=[reason])
 
     def _let_go(self, frames: list[Any]) -> None:
         """Zero these frames and stop holding them (a scan of many tries would pile them up)."""

@@ -122,8 +122,15 @@ class Service:
             self.notifier.watchdog()
             self._last_ping_ns = now
 
-    def serve(self, *, scans: int | None = None, until_ns: Callable[[], int | None] | None = None) -> Summary:
-        """Serve shoppers until stopped, ``scans`` scans are done, or the clock passes ``until_ns()``."""
+    def serve(
+        self,
+        *,
+        scans: int | None = None,
+        until_ns: Callable[[], int | None] | None = None,
+        done: Callable[[], bool] = lambda: False,
+    ) -> Summary:
+        """Serve shoppers until stopped, ``scans`` scans are done, the clock passes ``until_ns()``,
+        or ``done()`` (a simulated run's checkouts have all ended)."""
         try:
             self._start_camera()
             while not self._stop.is_set():
@@ -131,7 +138,7 @@ class Service:
                     self._hup.clear()
                     self.reload()
                 limit = until_ns() if until_ns is not None else None
-                if limit is not None and self.clock.monotonic_ns() > limit:
+                if (limit is not None and self.clock.monotonic_ns() > limit) or done():
                     break
                 try:
                     if not self.loop.wait_for_hand(give_up_s=IDLE_SLICE_S):
@@ -140,6 +147,7 @@ class Service:
                     scan = self.loop.scan()
                 except CameraError as e:
                     self.loop.wipe_held()
+                    self.loop.abandon("camera_fault")
                     self._recover(e)
                     continue
                 self._look_after_outbox()
@@ -283,6 +291,10 @@ def _changed_keys(old: Config, new: Config) -> list[str]:
         if section.name == "source":
             continue
         a, b = getattr(old, section.name), getattr(new, section.name)
+        if a is None or b is None:  # an optional section ([till]) added or removed
+            if a != b:
+                out.append(section.name)
+            continue
         for key in dataclasses.fields(a):
             if getattr(a, key.name) != getattr(b, key.name):
                 out.append(f"{section.name}.{key.name}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -32,6 +34,7 @@ from device.protocol.keys import load_device_key, new_recipient_key, recipient_p
 from device.protocol.seal import Sealer
 from device.sim.scanner import SimulatedScanner
 from device.sim.scene import Scenario, shoppers
+from device.till.link import SIM_TILL, TillLink, describe_device, simulated_till
 from device.uplink.outbox import Outbox
 from device.uplink.session import make_session
 from device.uplink.uplink import Uplink
@@ -56,23 +59,46 @@ class Options:
     signals: bool = True  # SIGTERM, SIGINT and SIGHUP handled by the service (main thread only)
     #: called with the service and the simulated scanner before serving (tests reach in here)
     before_serving: Callable[[Service, SimulatedScanner, SimulatedTime], None] | None = None
+    #: serve the till API on 127.0.0.1 (0: any free port) with a till of its own; armed mode
+    till_port: int | None = None
+    #: with a till: shoppers also arrive on their own (else each arming brings the next one)
+    walk_ins: bool = False
+    #: the simulated clock kept behind the wall clock (None: when a till is served, which runs on the wall's)
+    paced: bool | None = None
+    #: called with the till's link once its API listens (tests arm from here)
+    on_till: Callable[[TillLink], None] | None = None
+
+
+#: a shopper steps up this long after the till arms (the cashier asks, the hand comes)
+STEP_UP_S = 1.0
 
 
 def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -> Summary:
     """Serve a scenario of shoppers and attacks on the simulated scanner; print events and a summary."""
     hardening = harden(allow_swap=True, lock=False)  # simulated frames: swap is no leak here
     log.info(hardening.describe())
-    clock = SimulatedTime()
+    till = opts.till_port is not None
+    on_call = till and not opts.walk_ins
+    clock = SimulatedTime(paced=till if opts.paced is None else opts.paced)
     counter = CounterTime(clock)  # the uplink waits on a real server: its deadlines count real time
     start = clock.monotonic_ns()
     # More presentations than needed: the run stops after opts.scans answers.
     events = shoppers(opts.seed, 3 * opts.scans + 5, attack_share=0.3, interactive=True)
-    scenario = Scenario(events, start_ns=start)
+    scenario = Scenario(events, start_ns=start, on_call=on_call)
+    if config.till is not None and not till:
+        log.info("[till] is for the scanner: the simulated run serves a till of its own with --till-port")
 
     origin = [clock.stopwatch_ns()]  # the stopwatch reads 0 when serving begins
+    writing = threading.Lock()  # the till's threads emit too
 
     def emit(event: dict[str, Any]) -> None:
+        with writing:
+            _emit(event)
+
+    def _emit(event: dict[str, Any]) -> None:
         t = (clock.stopwatch_ns() - origin[0]) / 1e9
+        if on_call and event["event"] == "checkout" and event.get("new"):
+            scenario.call(clock.monotonic_ns(), STEP_UP_S)  # armed: the next shopper steps up
         scene, _ = scenario(clock.monotonic_ns())
         if event["event"] == "result":  # the shopper sees the light and takes the hand away
             scenario.answered(clock.monotonic_ns())
@@ -90,6 +116,7 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
 
     service: Service | None = None
     server = status = None
+    link: TillLink | None = None
     endpoint = opts.endpoint
     if endpoint is None:
         device_key = Ed25519PrivateKey.generate()
@@ -121,6 +148,39 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
         log.info("calibrated the simulated scanner: %s", cal.id)
         model = load_model(config.calibration.liveness_file)
         log.info("liveness: %s", describe_model(model, config.calibration.liveness_file))
+        if opts.till_port is not None:
+            describe = describe_device(
+                device_id=config.device.id,
+                firmware=__version__,
+                calibration_id=cal.id,
+                protocol=config.cloud.protocol,
+                suite=sealer.suite,
+                state=lambda: service.metrics.state if service is not None else "starting",
+            )
+            link = simulated_till(
+                port=opts.till_port,
+                clock=clock,
+                wall=time.time,
+                device=describe,
+                also=emit,
+            ).start()
+            ready = {
+                "event": "till_ready",
+                "port": link.port,
+                "token": link.token,
+                "fingerprint_sha256": link.fingerprint_sha256,
+            }
+            with writing:
+                if opts.as_json:
+                    out.write(json.dumps(ready) + "\n")
+                else:
+                    out.write(
+                        f"till API on https://127.0.0.1:{link.port} for till {SIM_TILL}: token {link.token}, "
+                        f"certificate SHA-256 {link.fingerprint_sha256}\n"
+                    )
+                out.flush()
+            if opts.on_till is not None:
+                opts.on_till(link)
         with SimulatedScanner(config=config, scenes=scenario, clock=clock) as scanner:
             log.info("camera: %s", scanner.camera.describe())
             make_loop = loop_maker(
@@ -133,6 +193,8 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
                 emit=emit,
                 kind_of_scene=lambda: _kind(scenario, clock),
                 stopwatch=clock.stopwatch_ns,
+                checkouts=link.checkouts if link is not None else None,
+                armed_only=link is not None,
             )
 
             parts = Parts(
@@ -157,10 +219,16 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
             if opts.signals:
                 service.install_signals()
             origin[0] = clock.stopwatch_ns()
-            # The scenario ends when its last shopper has gone: stop then, whatever the count.
-            service.serve(scans=opts.scans, until_ns=lambda: start + int((scenario.duration_s + 2) * 1e9))
+            if on_call:  # the till drives: until its checkouts have ended, or a signal
+                assert link is not None
+                checkouts = link.checkouts
+                service.serve(done=lambda: sum(checkouts.finished.values()) >= opts.scans)
+            else:  # the scenario ends when its last shopper has gone: stop then, whatever the count
+                service.serve(scans=opts.scans, until_ns=lambda: start + int((scenario.duration_s + 2) * 1e9))
         uplink.close()
     finally:
+        if link is not None:
+            link.stop()
         if status is not None:
             status.stop()
         if server is not None:
@@ -174,6 +242,9 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
     result["presented"] = {LABEL.get(k, k): n for k, n in sorted(scenario.presented.items())}
     result["camera_restarts"] = m.camera_restarts
     result["outbox"] = {"depth": len(uplink.outbox), "dropped": dict(uplink.outbox.dropped)}
+    if link is not None:  # every checkout a till armed, by how it ended
+        summary.checkouts = dict(sorted(link.checkouts.finished.items()))
+        result["checkouts"] = summary.checkouts
     if service.stopped_by:
         result["stopped_by"] = service.stopped_by
     if opts.as_json:
@@ -210,6 +281,11 @@ def _describe(event: dict[str, Any], kind: str | None) -> str:
     e = event["event"]
     if e == "hand_seen":
         return f"hand seen ({'bona fide palm' if kind == 'genuine' else kind or 'unknown'})"
+    if e == "hand_unarmed":
+        return "a hand, and no checkout armed: not captured"
+    if e == "checkout":
+        why = f" ({', '.join(event['reasons'])})" if event["reasons"] else ""
+        return f"checkout {event['checkout_id']} of {event['till']}: {event['state'].replace('_', ' ')}{why}"
     if e == "guidance":
         far = f" (the palm is about {event['distance_mm']} mm away)" if "distance_mm" in event else ""
         return "guidance: " + ", ".join(event["reasons"]) + far
@@ -245,6 +321,9 @@ def _summary_text(s: dict[str, Any]) -> str:
         counts = s["outcomes"].get(kind, {})
         answers = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no answer"
         lines.append(f"  {kind:18s} presented {s.get('presented', {}).get(kind, 0):3d}: {answers}")
+    if "checkouts" in s:
+        ended = ", ".join(f"{k} {v}" for k, v in s["checkouts"].items()) or "none"
+        lines.append(f"  checkouts ended: {ended}")
     lines.append("  timing (ms)            median      p95")
     for stage, t in s["timing_ms"].items():
         lines.append(f"  {stage:20s} {t['median']:8.1f} {t['p95']:8.1f}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -304,14 +305,39 @@ class Scenario:
     #: presentations that ended longer ago than this are forgotten, s
     KEEP_PAST_S = 5.0
 
-    def __init__(self, events: list[Event], *, start_ns: int) -> None:
-        self.events = sorted(events, key=lambda e: e.start_s)
+    #: on call, presentations not called yet wait this far ahead (s), one after another
+    ON_CALL_S = 1e7
+
+    def __init__(self, events: list[Event], *, start_ns: int, on_call: bool = False) -> None:
+        events = sorted(events, key=lambda e: e.start_s)
+        if on_call:  # nobody comes until called (Scenario.call): a till asks, a shopper steps up
+            events = [e.later(self.ON_CALL_S + 100.0 * i - e.start_s) for i, e in enumerate(events)]
+        self.events = events
         self.start_ns = start_ns
         #: presentations that have arrived so far, by scene kind (answered or not)
         self.presented: Counter[str] = Counter()
         self._arrived: set[int] = set()
+        self._lock = threading.RLock()  # a till's thread calls shoppers while the camera looks
+
+    def call(self, t_ns: int, after_s: float) -> bool:
+        """Bring the next presentation that has not begun to the scanner ``after_s`` from ``t_ns``
+        (and after whoever is still there has gone); False when none is left."""
+        t = (t_ns - self.start_ns) / 1e9
+        with self._lock:
+            busy_until = max((e.end_s for e in self.events if e.start_s <= t), default=t)
+            for i, e in enumerate(self.events):
+                if e.start_s > t:
+                    start = max(t + after_s, busy_until + 0.5)
+                    if start < e.start_s:
+                        self.events[i] = e.later(start - e.start_s)
+                    return True
+        return False
 
     def __call__(self, t_ns: int) -> tuple[Scene | None, float]:
+        with self._lock:
+            return self._at(t_ns)
+
+    def _at(self, t_ns: int) -> tuple[Scene | None, float]:
         t = (t_ns - self.start_ns) / 1e9
         # Presentations long over are let go (time runs forward); the last stays for its light.
         while len(self.events) > 1 and self.events[0].end_s < t - self.KEEP_PAST_S:
@@ -341,6 +367,10 @@ class Scenario:
     REACTION_S = 0.4
 
     def answered(self, t_ns: int) -> None:
+        with self._lock:
+            self._answered(t_ns)
+
+    def _answered(self, t_ns: int) -> None:
         """The scanner answered at ``t_ns``: whoever is presenting leaves now, not at the end of their
         patience (shoppers hold their hand out until the light says they are done). Later
         presentations move by the same amount, keeping the gaps between shoppers."""
@@ -363,6 +393,10 @@ class Scenario:
     GUIDED_RANGE_MM = (70.0, 220.0)
 
     def guided(self, t_ns: int, reasons: list[str]) -> None:
+        with self._lock:
+            self._guided(t_ns, reasons)
+
+    def _guided(self, t_ns: int, reasons: list[str]) -> None:
         """The scanner asked the presenting shopper to move: nearer or farther, as the light said.
 
         One move at a time: a shopper does not start another before the last has settled.

@@ -17,17 +17,17 @@ import contextlib
 import json
 import logging
 import queue
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from device import inputs
 from device.till.checkouts import CheckoutError, Checkouts
-from device.till.tills import Tills
+from device.till.tills import MemoryTills, Tills
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,9 @@ class TillAPI:
         self,
         *,
         checkouts: Checkouts,
-        tills: Tills,
+        tills: Tills | MemoryTills,
         device: Callable[[], dict[str, Any]],
-        cert: Path,
-        key: Path,
+        tls: ssl.SSLContext,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -59,10 +58,7 @@ class TillAPI:
         self._failures: dict[str, int] = {}
         self._subscribers: list[queue.Queue[dict[str, Any] | None]] = []
         self._lock = threading.Lock()
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(cert, key)
-        self._server = _Server((host, port), _Handler, self, ctx)
+        self._server = _Server((host, port), _Handler, self, tls)
         self._thread: threading.Thread | None = None
 
     @property
@@ -132,6 +128,8 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], handler: type, api: TillAPI, tls: ssl.SSLContext) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, handler)
         self.api = api
         self.tls = tls

@@ -41,9 +41,10 @@ STATES = (
 FINAL = frozenset({"accepted", "not_accepted", "timed_out", "cancelled", "failed"})
 #: how a checkout may move on (the scanner's side; cancelled and timed_out come from the till and clock)
 NEXT = {
-    "armed": {"guiding", "capturing"},
-    "guiding": {"guiding", "capturing", "armed"},
-    "capturing": {"sent", "not_accepted", "guiding", "failed"},
+    "armed": {"guiding", "capturing", "failed"},
+    "guiding": {"guiding", "capturing", "armed", "failed"},
+    # back to armed: the shopper was asked to try again, and may until the deadline
+    "capturing": {"sent", "not_accepted", "guiding", "armed", "failed"},
     "sent": {"accepted", "not_accepted", "failed"},
 }
 TIMEOUT_S = (5, 120)
@@ -134,7 +135,7 @@ class Checkouts:
             while len(self._all) > KEPT:
                 self._all.popitem(last=False)
             self._current = c
-        self._emit({"event": "checkout", "till": till, **c.as_json()})
+        self._emit({"event": "checkout", "till": till, "new": True, **c.as_json()})
         return c
 
     def get(self, checkout_id: str) -> Checkout | None:
@@ -183,6 +184,16 @@ class Checkouts:
             self._set(checkout, state, list(reasons or []))
         self._emit({"event": "checkout", "till": checkout.till, **checkout.as_json()})
         return True
+
+    def end_current(self, state: str, reason: str) -> Checkout | None:
+        """End the checkout armed or running, if any, as ``state`` (the scanner stopping: failed)."""
+        with self._lock:
+            c = self._current
+            if c is None:
+                return None
+            self._set(c, state, [reason])
+        self._emit({"event": "checkout", "till": c.till, **c.as_json()})
+        return c
 
     def _set(self, c: Checkout, state: str, reasons: list[str]) -> None:
         c.state, c.reasons, c.updated_at = state, reasons, rfc3339_ms(self._wall())

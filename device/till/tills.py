@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import secrets
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,12 +110,31 @@ class Tills:
 
     def verify(self, token: str) -> str | None:
         """The till whose token this is, else None; every till's hash is compared, in constant time."""
-        given = _hash(token)
-        found = None
-        for name, entry in self._read().items():
-            if hmac.compare_digest(given, entry["sha256"]):
-                found = name
-        return found
+        return _verify(self._read(), token)
+
+
+class MemoryTills:
+    """Tills kept in memory only: the simulated scanner's own till (nothing written to disk)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, str]] = {}
+
+    def add(self, name: str) -> str:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self._data[name] = {"sha256": _hash(token)}
+        return token
+
+    def verify(self, token: str) -> str | None:
+        return _verify(self._data, token)
+
+
+def _verify(entries: dict[str, dict[str, str]], token: str) -> str | None:
+    given = _hash(token)
+    found = None
+    for name, entry in entries.items():  # no early exit: the time does not say which till
+        if hmac.compare_digest(given, entry["sha256"]):
+            found = name
+    return found
 
 
 def tls_files(state_dir: Path, hosts: list[str]) -> tuple[Path, Path, str]:
@@ -137,6 +157,54 @@ def tls_files(state_dir: Path, hosts: list[str]) -> tuple[Path, Path, str]:
             f"{cert_path} is not a certificate ({exc}): remove it and {key_path} to make new ones"
         ) from None
     return key_path, cert_path, hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The API's TLS: TLS 1.2 or newer with the scanner's certificate and key."""
+    ctx = _server_tls()
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TillError(
+            f"cannot use the till API's certificate {cert} and key {key} ({exc}): remove both to make "
+            "new ones (tills must then pin the new fingerprint)"
+        ) from None
+    return ctx
+
+
+def memory_context(hosts: list[str]) -> tuple[ssl.SSLContext, str]:
+    """A TLS context over a key made now and never written (the simulated scanner), and the
+    certificate's fingerprint. OpenSSL loads a chain only from a path: the certificate and the key
+    each go through a pipe (/proc/self/fd), read once, so no file holds them."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _self_signed(key, hosts)
+    pems = (
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    reads: list[int] = []
+    try:
+        for pem in pems:  # each under a pipe's buffer (64 KiB): they are a few hundred bytes
+            read, write = os.pipe()
+            reads.append(read)
+            try:
+                os.write(write, pem)
+            finally:
+                os.close(write)
+        ctx = _server_tls()
+        ctx.load_cert_chain(f"/proc/self/fd/{reads[0]}", f"/proc/self/fd/{reads[1]}")
+    finally:
+        for fd in reads:
+            os.close(fd)
+    return ctx, hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _server_tls() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
 
 
 def _self_signed(key: ec.EllipticCurvePrivateKey, hosts: list[str]) -> x509.Certificate:

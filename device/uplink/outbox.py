@@ -70,6 +70,15 @@ class Outbox:
         with self._lock:
             self._items.pop(capture_id, None)
 
+    def withdraw(self, capture_id: str, reason: str) -> bool:
+        """Drop a waiting capture that must not be delivered any more (counted under ``reason``)."""
+        with self._lock:
+            pending = self._items.get(capture_id)
+            if pending is None or pending.in_flight:
+                return False
+            self._drop(pending, reason)
+            return True
+
     def drop(self, pending: Pending, reason: str) -> None:
         with self._lock:
             self._drop(pending, reason)

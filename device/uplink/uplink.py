@@ -129,6 +129,11 @@ class Uplink:
                 )
             self._clock.sleep(max(0, pending.next_try_ns - self._clock.monotonic_ns()) / 1e9)
 
+    def withdraw(self, capture_id: str) -> bool:
+        """Never deliver this capture (its checkout was told it failed): dropped, counted as
+        ``withdrawn``."""
+        return self.outbox.withdraw(capture_id, "withdrawn")
+
     def flush(self, *, budget_s: float) -> list[Delivery]:
         """Try the captures that are due, oldest first, for up to ``budget_s``."""
         started = self._clock.monotonic_ns()
