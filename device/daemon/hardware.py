@@ -89,10 +89,8 @@ def run_on_hardware(config: Config, opts: Options) -> Summary:
         service: Service | None = None
         if config.till is not None:
             describe = describe_device(
-                device_id=config.device.id,
-                firmware=__version__,
+                config,
                 calibration_id=cal.id,
-                protocol=config.cloud.protocol,
                 suite=sealer.suite,
                 state=lambda: service.metrics.state if service is not None else "starting",
             )

@@ -150,10 +150,8 @@ def run_simulated(config: Config, opts: Options, *, out: IO[str] = sys.stdout) -
         log.info("liveness: %s", describe_model(model, config.calibration.liveness_file))
         if opts.till_port is not None:
             describe = describe_device(
-                device_id=config.device.id,
-                firmware=__version__,
+                config,
                 calibration_id=cal.id,
-                protocol=config.cloud.protocol,
                 suite=sealer.suite,
                 state=lambda: service.metrics.state if service is not None else "starting",
             )

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from device import __version__
 from device.clock import Clock
-from device.config import TillConfig
+from device.config import Config, TillConfig
 from device.till.api import TillAPI
 from device.till.checkouts import Checkouts
 from device.till.tills import MemoryTills, TillError, Tills, memory_context, server_context, tls_files
@@ -46,13 +47,7 @@ class TillLink:
 
 
 def describe_device(
-    *,
-    device_id: str,
-    firmware: str,
-    calibration_id: str | None,
-    protocol: int,
-    suite: str,
-    state: Callable[[], str],
+    config: Config, *, calibration_id: str | None, suite: str, state: Callable[[], str]
 ) -> Callable[[Checkouts], dict[str, Any]]:
     """What ``GET /v1/device`` answers, given the checkouts; ``state``: the service's (serving,
     fault, ...)."""
@@ -66,10 +61,10 @@ def describe_device(
         else:
             status = "ready"
         return {
-            "id": device_id,
-            "firmware": firmware,
+            "id": config.device.id,
+            "firmware": __version__,
             "calibration": calibration_id,
-            "protocol": protocol or 2,  # an armed scan's version: 2 unless pinned (1 cannot carry it)
+            "protocol": config.cloud.protocol or 2,  # an armed scan: 2 unless pinned (1 cannot carry it)
             "suite": suite,
             "status": status,
         }
